@@ -1,0 +1,193 @@
+"""The batch job: landed event files -> bronze, silver and dead letters, with the streaming job's transforms.
+
+    lakehouse backfill --input 'data/sim/events/*.jsonl' --dims data/sim/dims
+    lakehouse backfill --input 'gs://bucket/events/*.jsonl' --dims gs://bucket/dims \\
+        --runner DataflowRunner            # with LAKEHOUSE_ENVIRONMENT=gcp: writes BigQuery instead
+
+Locally it runs on Beam's DirectRunner and writes the Parquet lakehouse under $LAKEHOUSE_HOME (see
+pipelines.sinks); a re-run over the same files gives the same tables. Every run leaves a record in
+$LAKEHOUSE_HOME/runs/ (counts, dead letters by reason, timings) and a structured log line.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import apache_beam as beam
+import pyarrow as pa
+from apache_beam.io import fileio
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics.metric import MetricsFilter
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from pipelines import contract, landing, tables
+from pipelines.batches import Dimensions, RunInfo
+from pipelines.config import Settings
+from pipelines.parsing import Limits
+from pipelines.sinks import LakeTable, WriteToBigQueryTables, WriteToLakehouse
+from pipelines.transforms import NAMESPACE, DeduplicateEvents, ProcessEvents, ReadLineChunks
+
+log = logging.getLogger("lakehouse.backfill")
+
+#: On one machine "DirectRunner" means Beam's bundle-based direct runner. It hands elements (here Arrow
+#: tables of thousands of events) from step to step in memory; the portable FnApiRunner, which Beam picks
+#: for batch by default, serialises every one through its data plane and ran this job 1.8x slower
+#: (benchmarks/backfill_throughput.py prints both). `--runner FnApiRunner` still selects it.
+LOCAL_RUNNERS = {"DirectRunner": "BundleBasedDirectRunner", "FnApiRunner": "DirectRunner"}
+
+
+@dataclass
+class BackfillResult:
+    """What one run did: the counters of the run and where its record is."""
+
+    run_id: str
+    input_pattern: str
+    files: int
+    seconds: float
+    counters: dict[str, int] = field(default_factory=dict)
+    record_path: Path | None = None
+
+    def get(self, name: str) -> int:
+        return self.counters.get(name, 0)
+
+    @property
+    def lines_read(self) -> int:
+        return self.get("lines_read")
+
+    @property
+    def dead_letters(self) -> dict[str, int]:
+        return {k.split(".", 1)[1]: v for k, v in sorted(self.counters.items()) if k.startswith("dead_letter.")}
+
+    @property
+    def silver_rows(self) -> int:
+        return sum(self.get(f"rows_written.{tables.silver_events(e).fqn}") for e in contract.ENTITY_STRUCT)
+
+    @property
+    def duplicates(self) -> int:
+        """Copies removed: repeated within the run, or of events the lakehouse already had."""
+        return self.get("duplicates_removed")
+
+    @property
+    def reconciles(self) -> bool:
+        return self.lines_read == self.silver_rows + sum(self.dead_letters.values()) + self.duplicates
+
+    @property
+    def events_per_second(self) -> float:
+        return self.lines_read / self.seconds if self.seconds else 0.0
+
+
+def match_inputs(pattern: str) -> list[str]:
+    """Files matching the pattern (local or gs://), sorted; a clear error when there are none."""
+    if "://" not in pattern:
+        pattern = str(Path(pattern).expanduser().absolute())
+    matches = FileSystems.match([pattern])[0].metadata_list
+    paths = sorted(m.path for m in matches if not m.path.endswith("/"))
+    if not paths:
+        raise FileNotFoundError(f"no input files match {pattern!r}")
+    return paths
+
+
+def load_dimensions(dims_dir: str) -> tuple[Dimensions, list[tuple[str, pa.Table]]]:
+    """Read and validate the dimension files; returns the side input and the rows for silver.* tables."""
+    records, rows = {}, []
+    for name in contract.DIMENSIONS:
+        uri = FileSystems.join(dims_dir if "://" in dims_dir else str(Path(dims_dir).absolute()), f"{name}.jsonl")
+        if not FileSystems.exists(uri):
+            raise FileNotFoundError(f"dimension file {uri} is missing (expected {', '.join(contract.DIMENSIONS)})")
+        with FileSystems.open(uri) as f:
+            parsed = landing.decode_dimension(f.read(), name, uri)
+        records[name] = [r for r, _line in parsed]
+        spec = tables.dimension(name)
+        data = [dict(zip(r.__struct_fields__, (getattr(r, k) for k in r.__struct_fields__)),
+                     source_uri=uri, source_line=line) for r, line in parsed]
+        rows.append((spec.fqn, pa.Table.from_pylist(data, schema=spec.schema)))
+    return Dimensions.from_records(records["products"], records["stores"]), rows
+
+
+def run(
+    input_pattern: str,
+    dims_dir: str,
+    settings: Settings,
+    *,
+    runner: str = "DirectRunner",
+    beam_args: list[str] | None = None,
+    now: dt.datetime | None = None,
+    run_id: str | None = None,
+) -> BackfillResult:
+    """Run the backfill and wait for it; returns the run's counters (also written as a run record)."""
+    started = time.perf_counter()
+    now = now or dt.datetime.now(dt.timezone.utc)
+    run_id = run_id or f"backfill-{now:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
+    run_info = RunInfo(run_id, now, Limits(now=now, max_payload_bytes=settings.max_payload_bytes,
+                                           max_future_skew=dt.timedelta(hours=settings.max_future_skew_hours)))
+    paths = match_inputs(input_pattern)
+    dims, dim_rows = load_dimensions(dims_dir)
+    to_bigquery = settings.environment == "gcp"
+    if runner == "DataflowRunner" and not to_bigquery:
+        raise ValueError("the DataflowRunner writes BigQuery: set LAKEHOUSE_ENVIRONMENT=gcp and the gcp settings")
+
+    options = PipelineOptions(beam_args or [], runner=LOCAL_RUNNERS.get(runner, runner), save_main_session=False)
+    with beam.Pipeline(options=options) as p:
+        chunks = (
+            p
+            | "ListInputFiles" >> beam.Create(paths)
+            | "ReadMatches" >> fileio.ReadMatches()
+            | "ReadLineChunks" >> beam.ParDo(ReadLineChunks())
+        )
+        dims_side = beam.pvalue.AsSingleton(p | "LoadDimensions" >> beam.Create([dims]))
+        processed = chunks | "ProcessEvents" >> ProcessEvents(run_info, dims_side)
+        dim_tables = p | "DimensionRows" >> beam.Create(dim_rows)
+        silver = processed.silver | "Deduplicate" >> DeduplicateEvents()
+        outputs = (processed.bronze, silver, processed.dead_letter, dim_tables) | beam.Flatten()
+        if to_bigquery:
+            outputs | "WriteBigQuery" >> WriteToBigQueryTables(
+                {fqn: settings.bigquery_table(spec.layer, spec.name) for fqn, spec in tables.TABLES.items()})
+        else:  # the lakehouse merges by key as well: a replay of events it already has never double counts
+            sources = [*paths, *(uri for _, t in dim_rows for uri in t["source_uri"].unique().to_pylist())]
+            existing = [(spec.fqn, value) for spec in tables.TABLES.values()
+                        for value in LakeTable(settings.lake_dir, spec).partitions()]
+            outputs | "WriteLakehouse" >> WriteToLakehouse(settings.lake_dir, sources, existing)
+    result_ = p.result
+    counters = {
+        r.key.metric.name: int(r.committed or r.attempted or 0)
+        for r in result_.metrics().query(MetricsFilter().with_namespace(NAMESPACE))["counters"]
+    }
+    result = BackfillResult(run_id, input_pattern, len(paths), time.perf_counter() - started, counters)
+    if not to_bigquery:
+        result.record_path = write_run_record(settings, result, now)
+        from pipelines import warehouse  # duckdb is a local-only dependency
+
+        warehouse.refresh_views(settings)
+    log.info(json.dumps({"event": "backfill_finished", "run_id": run_id, "files": len(paths),
+                         "seconds": round(result.seconds, 2), "lines_read": result.lines_read,
+                         "silver_rows": result.silver_rows, "duplicates": result.duplicates,
+                         "dead_letters": result.dead_letters, "reconciles": result.reconciles}))
+    return result
+
+
+def write_run_record(settings: Settings, result: BackfillResult, started_at: dt.datetime) -> Path:
+    settings.runs_dir.mkdir(parents=True, exist_ok=True)
+    path = settings.runs_dir / f"{result.run_id}.json"
+    record = {
+        "run_id": result.run_id,
+        "job": "backfill",
+        "started_at": started_at.isoformat(),
+        "seconds": round(result.seconds, 3),
+        "input": result.input_pattern,
+        "files": result.files,
+        "lines_read": result.lines_read,
+        "silver_rows": result.silver_rows,
+        "duplicates": result.duplicates,
+        "dead_letters": sum(result.dead_letters.values()),
+        "dead_letters_by_reason": result.dead_letters,
+        "reconciles": result.reconciles,
+        "counters": result.counters,
+    }
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    return path

@@ -1,0 +1,79 @@
+"""Typed settings for the whole platform, read from the environment (prefix `LAKEHOUSE_`) or `.env`.
+
+One object says where everything lives: the local lakehouse under `LAKEHOUSE_HOME` (default `./.lakehouse`)
+or the Google Cloud project, datasets and bucket. Modules ask it for paths and table ids instead of
+spelling them out, so no path or table name is written twice.
+
+    LAKEHOUSE_HOME=/data/lake lakehouse backfill ...
+    LAKEHOUSE_ENVIRONMENT=gcp LAKEHOUSE_GCP_PROJECT=my-project lakehouse backfill --runner DataflowRunner ...
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Where the lakehouse lives and the limits its pipelines enforce."""
+
+    model_config = SettingsConfigDict(env_prefix="LAKEHOUSE_", env_file=".env", extra="ignore")
+
+    environment: Literal["local", "gcp"] = "local"
+    home: Path = Field(
+        default=Path(".lakehouse"),
+        validation_alias="LAKEHOUSE_HOME",
+        description="Root of the local lakehouse: Parquet tables, warehouse.duckdb, run records.",
+    )
+
+    # Google Cloud (environment=gcp)
+    gcp_project: str | None = Field(default=None, pattern=r"^[a-z][-a-z0-9]{4,28}[a-z0-9]$")
+    gcp_region: str = "europe-west2"
+    gcs_bucket: str | None = Field(default=None, description="Bucket for Dataflow staging/temp and landing files.")
+    bronze_dataset: str = "bronze"
+    silver_dataset: str = "silver"
+    gold_dataset: str = "gold"
+    ml_dataset: str = "ml"
+
+    # Limits of the event contract
+    max_payload_bytes: int = Field(default=1_000_000, gt=0, description="Larger raw events are dead letters.")
+    max_future_skew_hours: float = Field(
+        default=24.0, ge=0, description="Events stamped later than now + this are dead letters."
+    )
+
+    # ---- derived paths (local) -------------------------------------------------------------
+    @property
+    def lake_dir(self) -> Path:
+        return self.home.resolve()
+
+    @property
+    def warehouse_path(self) -> Path:
+        return self.lake_dir / "warehouse.duckdb"
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.lake_dir / "runs"
+
+    def table_dir(self, layer: str, name: str) -> Path:
+        return self.lake_dir / layer / name
+
+    def dataset(self, layer: str) -> str:
+        return {
+            "bronze": self.bronze_dataset,
+            "silver": self.silver_dataset,
+            "gold": self.gold_dataset,
+            "ml": self.ml_dataset,
+        }[layer]
+
+    def bigquery_table(self, layer: str, name: str) -> str:
+        if not self.gcp_project:
+            raise ValueError("LAKEHOUSE_GCP_PROJECT must be set to write to BigQuery")
+        return f"{self.gcp_project}:{self.dataset(layer)}.{name}"
+
+
+def get_settings() -> Settings:
+    """Fresh settings from the current environment (cheap; tests change the environment)."""
+    return Settings()

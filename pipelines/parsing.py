@@ -1,0 +1,164 @@
+"""The contract validator: one raw line in, a typed event or a dead-letter reason out.
+
+Pure functions, no Beam, no I/O; `pipelines.batches` applies them to chunks of lines and the tests
+fuzz them. The checks come from `pipelines.contract` (msgspec decodes and validates in one pass);
+this module only turns msgspec's errors into the contract's reason codes and adds the checks that
+need context (the clock, the payload size).
+
+    >>> parse_line(b'{"event_type": "order", ...}', now=datetime.now(timezone.utc))
+    OrderEvent(...)  or  Rejection(stage="validate", reason="missing_field", detail="...")
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass
+
+import msgspec
+import orjson
+
+from pipelines import contract
+
+EVENT_DECODER = msgspec.json.Decoder(contract.Event)
+_NON_FINITE = re.compile(rb"(?<![\w\"])-?(NaN|Infinity)(?![\w\"])")
+_AT_PATH = re.compile(r" - at `\$\.([A-Za-z0-9_]+)")
+_MISSING = re.compile(r"missing required field `([^`]+)`")
+#: Earliest event time the contract accepts; anything older is a broken clock, not history.
+MIN_EVENT_TS = dt.datetime(1990, 1, 1, tzinfo=dt.UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """Why a record is a dead letter, plus whatever identifying fields could still be read."""
+
+    stage: str
+    reason: str
+    detail: str
+    event_id: str | None = None
+    event_type: str | None = None
+    event_ts: dt.datetime | None = None
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Context-dependent checks: the wall clock and the payload size (see pipelines.config)."""
+
+    now: dt.datetime
+    max_payload_bytes: int = 1_000_000
+    max_future_skew: dt.timedelta = dt.timedelta(hours=24)
+
+    @property
+    def latest_event_ts(self) -> dt.datetime:
+        return self.now + self.max_future_skew
+
+    def __post_init__(self) -> None:
+        if self.now.tzinfo is None:
+            raise ValueError("Limits.now must be timezone-aware")
+
+
+def parse_line(raw: bytes, limits: Limits) -> contract.Event | Rejection:
+    """Validate one raw event (bytes of one line, newline stripped)."""
+    if len(raw) > limits.max_payload_bytes:
+        return Rejection("read", "oversized_payload",
+                         f"payload is {len(raw):,} bytes; the limit is {limits.max_payload_bytes:,}")
+    try:
+        event = EVENT_DECODER.decode(raw)
+    except msgspec.ValidationError as e:  # a subclass of DecodeError: catch it first
+        return _invalid(raw, str(e))
+    except msgspec.DecodeError as e:
+        return _undecodable(raw, e)
+    except UnicodeDecodeError:
+        return invalid_utf8(raw)
+    return check_event(event, limits)
+
+
+def check_event(event: contract.Event, limits: Limits) -> contract.Event | Rejection:
+    """The rules msgspec cannot express: event time bounds, non-zero adjustments."""
+    if event.event_ts > limits.latest_event_ts:
+        return _rejected(event, "future_timestamp",
+                         f"event_ts {event.event_ts.isoformat()} is after {limits.latest_event_ts.isoformat()}")
+    if event.event_ts < MIN_EVENT_TS:
+        return _rejected(event, "invalid_timestamp", f"event_ts {event.event_ts.isoformat()} is before 1990")
+    if type(event) is contract.InventoryAdjustment and event.quantity == 0:
+        return _rejected(event, "invalid_quantity", "an inventory_adjustment must change stock (quantity != 0)")
+    return event
+
+
+def is_utf8(raw: bytes) -> bool:
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def invalid_utf8(raw: bytes) -> Rejection:
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return Rejection("read", "invalid_utf8", f"byte {e.start} is not valid UTF-8 ({e.reason})")
+    raise ValueError("payload is valid UTF-8")
+
+
+def _rejected(event: contract.Event, reason: str, detail: str) -> Rejection:
+    return Rejection("validate", reason, detail, event.event_id, event.__struct_config__.tag, event.event_ts)
+
+
+def _undecodable(raw: bytes, error: msgspec.DecodeError) -> Rejection:
+    if not raw.strip():
+        return Rejection("read", "empty_line", "the line is empty or only whitespace")
+    if not is_utf8(raw):
+        return invalid_utf8(raw)
+    if _NON_FINITE.search(raw):
+        return Rejection("parse", "non_finite_number", f"NaN or Infinity is not JSON ({error})")
+    return Rejection("parse", "malformed_json", str(error))
+
+
+def _invalid(raw: bytes, message: str) -> Rejection:
+    """Map msgspec's validation message to a reason code; keep the message as the detail."""
+    ids = _identifying_fields(raw)
+    path = _AT_PATH.search(message)
+    field = path.group(1) if path else None
+    if field is None and message.startswith("Expected `object`"):
+        reason = "not_an_object"
+    elif (missing := _MISSING.search(message)) is not None:
+        reason, field = "missing_field", missing.group(1)
+    elif field == "event_type" and message.startswith("Invalid value"):
+        reason = "unknown_event_type"
+    elif message.startswith("Number out of range"):
+        reason = "non_finite_number"
+    elif field == "event_ts":
+        reason = "invalid_timestamp"
+    elif message.startswith("Expected `") and ", got `" in message:
+        reason = "wrong_type"
+    elif field == "quantity":
+        reason = "invalid_quantity"
+    elif field == "unit_price" and ">= 0" in message:
+        reason = "negative_price"
+    else:
+        reason = "invalid_value"
+    return Rejection("validate", reason, message, *ids)
+
+
+def _identifying_fields(raw: bytes) -> tuple[str | None, str | None, dt.datetime | None]:
+    """Best-effort event_id, event_type and event_ts of a rejected payload (for the dead-letter row)."""
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None, None, None
+    if not isinstance(obj, dict):
+        return None, None, None
+    event_id, event_type, ts = obj.get("event_id"), obj.get("event_type"), obj.get("event_ts")
+    try:
+        parsed = dt.datetime.fromisoformat(ts) if isinstance(ts, str) else None
+    except ValueError:
+        parsed = None
+    if parsed is not None and (parsed.tzinfo is None or not MIN_EVENT_TS <= parsed <= dt.datetime(9000, 1, 1,
+                                                                                              tzinfo=dt.UTC)):
+        parsed = None
+    return (
+        event_id[:128] if isinstance(event_id, str) else None,
+        event_type[:64] if isinstance(event_type, str) else None,
+        parsed,
+    )

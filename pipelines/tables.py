@@ -1,0 +1,220 @@
+"""The tables the pipelines write, derived from the event contract: names, Arrow and BigQuery schemas.
+
+    from pipelines.tables import TABLES
+    TABLES["silver.order_events"].arrow_schema      # pyarrow.Schema (Parquet locally)
+    TABLES["silver.order_events"].bigquery_schema() # [{"name", "type", "mode", "description"}]
+
+`lakehouse schemas --out schemas/bigquery` writes the BigQuery schemas as JSON for Terraform and dbt;
+a test keeps the committed copies in step with this module.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import msgspec.inspect as mi
+import pyarrow as pa
+
+from pipelines import contract
+
+TIMESTAMP = pa.timestamp("us", tz="UTC")
+
+# Arrow type -> BigQuery type
+_BQ_TYPES = {
+    pa.string(): "STRING",
+    pa.int64(): "INT64",
+    pa.float64(): "FLOAT64",
+    pa.bool_(): "BOOL",
+    TIMESTAMP: "TIMESTAMP",
+    pa.date32(): "DATE",
+}
+
+
+def _arrow_type(t: mi.Type) -> tuple[pa.DataType, bool]:
+    """(Arrow type, nullable) of a msgspec type."""
+    if isinstance(t, mi.Metadata):
+        return _arrow_type(t.type)
+    if isinstance(t, mi.UnionType):
+        inner = [x for x in t.types if not isinstance(x, mi.NoneType)]
+        assert len(inner) == 1, f"unsupported union {t}"
+        return _arrow_type(inner[0])[0], True
+    simple = {
+        mi.StrType: pa.string(),
+        mi.IntType: pa.int64(),
+        mi.FloatType: pa.float64(),
+        mi.BoolType: pa.bool_(),
+        mi.DateTimeType: TIMESTAMP,
+        mi.DateType: pa.date32(),
+        mi.LiteralType: pa.string(),
+    }
+    for cls, arrow in simple.items():
+        if isinstance(t, cls):
+            return arrow, False
+    raise TypeError(f"no Arrow type for {t!r}")
+
+
+def _description(t: mi.Type) -> str:
+    while isinstance(t, mi.Metadata):
+        desc = (t.extra_json_schema or {}).get("description")
+        if desc:
+            return desc
+        t = t.type
+    return ""
+
+
+def _field(name: str, type_: pa.DataType, nullable: bool, description: str) -> pa.Field:
+    return pa.field(name, type_, nullable=nullable, metadata={"description": description})
+
+
+def struct_fields(struct: type[msgspec.Struct]) -> list[pa.Field]:
+    """Arrow fields of a contract struct, in declared order (the event_type tag first after the id)."""
+    info = mi.type_info(struct)
+    fields = []
+    for f in info.fields:
+        arrow, nullable = _arrow_type(f.type)
+        fields.append(_field(f.name, arrow, nullable or not f.required, _description(f.type)))
+    tag_field = struct.__struct_config__.tag_field
+    if tag_field:
+        fields.insert(1, _field(tag_field, pa.string(), False, f"One of {', '.join(contract.EVENT_TYPES)}."))
+    return fields
+
+
+# ---- columns the pipelines add ---------------------------------------------------------------
+EVENT_DATE = _field("event_date", pa.date32(), False, "UTC date of event_ts; the partition column.")
+LINEAGE = [
+    _field("source_uri", pa.string(), False, "File (or subscription) the record was read from."),
+    _field("source_line", pa.int64(), True, "1-based line number in source_uri, when read from a file."),
+]
+PAYLOAD = _field("payload", pa.string(), False, "The raw event exactly as received (JSON text).")
+ENRICHMENT = {
+    "products": [_field("product_name", pa.string(), True, "From the product dimension."),
+                 _field("category", pa.string(), True, "From the product dimension.")],
+    "stores": [_field("store_name", pa.string(), True, "From the store dimension."),
+               _field("country_code", pa.string(), True, "From the store dimension.")],
+}
+DEAD_LETTER_FIELDS = [
+    _field("failed_at", TIMESTAMP, False, "When the record was dead-lettered (processing time)."),
+    _field("run_id", pa.string(), False, "Pipeline run that dead-lettered it."),
+    _field("stage", pa.string(), False, f"Pipeline stage: {', '.join(contract.STAGES)}."),
+    _field("reason", pa.string(), False, "Reason code; see pipelines.contract.REASONS."),
+    _field("detail", pa.string(), False, "Human-readable explanation (field and constraint)."),
+    _field("payload", pa.string(), False, "The original payload (base64 when payload_encoding is base64)."),
+    _field("payload_encoding", pa.string(), False, "utf-8, or base64 for bytes that are not UTF-8."),
+    _field("payload_bytes", pa.int64(), False, "Size of the original payload in bytes."),
+    _field("event_id", pa.string(), True, "event_id, when it could be read."),
+    _field("event_type", pa.string(), True, "event_type, when it could be read."),
+    _field("event_date", pa.date32(), True, "UTC date of event_ts when it could be read; partition column."),
+    *LINEAGE,
+]
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """One table of the lakehouse: where it lives, its schema, its keys."""
+
+    layer: str
+    name: str
+    schema: pa.Schema
+    description: str
+    partition_by: str | None = None
+    key: tuple[str, ...] = ()  # unique key, used to drop duplicates on write
+    cluster_by: tuple[str, ...] = ()
+
+    @property
+    def fqn(self) -> str:
+        return f"{self.layer}.{self.name}"
+
+    @property
+    def arrow_schema(self) -> pa.Schema:
+        return self.schema
+
+    def bigquery_schema(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "name": f.name,
+                "type": _BQ_TYPES[f.type],
+                "mode": "NULLABLE" if f.nullable else "REQUIRED",
+                "description": (f.metadata or {}).get(b"description", b"").decode(),
+            }
+            for f in self.schema
+        ]
+
+    def empty(self) -> pa.Table:
+        return self.schema.empty_table()
+
+
+def _event_tables(entity: str) -> list[TableSpec]:
+    fields = struct_fields(contract.ENTITY_STRUCT[entity])
+    bronze = pa.schema([*fields, EVENT_DATE, PAYLOAD, *LINEAGE])
+    silver = pa.schema([*fields, EVENT_DATE, *ENRICHMENT["products"], *ENRICHMENT["stores"], *LINEAGE])
+    cluster = ("store_id", "product_id")
+    return [
+        TableSpec("bronze", f"{entity}_events", bronze,
+                  f"Raw {entity} events that passed the contract, as received (duplicates included).",
+                  partition_by="event_date", cluster_by=cluster),
+        TableSpec("silver", f"{entity}_events", silver,
+                  f"Clean {entity} events: valid, deduplicated by event_id, enriched with dimensions.",
+                  partition_by="event_date", key=("event_id",), cluster_by=cluster),
+    ]
+
+
+def _dimension_table(name: str) -> TableSpec:
+    struct = contract.DIMENSIONS[name]
+    return TableSpec("silver", name, pa.schema([*struct_fields(struct), *LINEAGE]),
+                     f"{struct.__doc__.strip()} One row per {contract.DIMENSION_KEYS[name]}.",
+                     key=(contract.DIMENSION_KEYS[name],))
+
+
+DEAD_LETTER = TableSpec("bronze", "dead_letter", pa.schema(DEAD_LETTER_FIELDS),
+                        "Records that failed the contract or enrichment, with the original payload and reason.",
+                        partition_by="event_date", cluster_by=("stage", "reason"))
+
+TABLES: dict[str, TableSpec] = {
+    t.fqn: t
+    for t in [
+        *_event_tables("order"),
+        *_event_tables("inventory"),
+        DEAD_LETTER,
+        _dimension_table("products"),
+        _dimension_table("stores"),
+    ]
+}
+
+
+def bronze_events(entity: str) -> TableSpec:
+    return TABLES[f"bronze.{entity}_events"]
+
+
+def silver_events(entity: str) -> TableSpec:
+    return TABLES[f"silver.{entity}_events"]
+
+
+def dimension(name: str) -> TableSpec:
+    return TABLES[f"silver.{name}"]
+
+
+def write_bigquery_schemas(out_dir: Path) -> list[Path]:
+    """Write `<layer>.<table>.json` BigQuery schema files (plus a table index) for Terraform and dbt."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for spec in TABLES.values():
+        path = out_dir / f"{spec.fqn}.json"
+        path.write_text(json.dumps(spec.bigquery_schema(), indent=2) + "\n")
+        written.append(path)
+    index = {
+        spec.fqn: {"description": spec.description, "partition_by": spec.partition_by,
+                   "cluster_by": list(spec.cluster_by), "key": list(spec.key)}
+        for spec in TABLES.values()
+    }
+    index_path = out_dir / "tables.json"
+    index_path.write_text(json.dumps(index, indent=2) + "\n")
+    return [*written, index_path]
+
+
+def utc_date(ts: dt.datetime) -> dt.date:
+    return ts.astimezone(dt.UTC).date()
