@@ -154,10 +154,10 @@ def run(
                         for value in LakeTable(settings.lake_dir, spec).partitions()]
             outputs | "WriteLakehouse" >> WriteToLakehouse(settings.lake_dir, sources, existing)
     result_ = p.result
-    counters = {
-        r.key.metric.name: int(r.committed or r.attempted or 0)
-        for r in result_.metrics().query(MetricsFilter().with_namespace(NAMESPACE))["counters"]
-    }
+    counters: dict[str, int] = {}
+    for r in result_.metrics().query(MetricsFilter().with_namespace(NAMESPACE))["counters"]:
+        # one counter name may be incremented by several steps: add them up
+        counters[r.key.metric.name] = counters.get(r.key.metric.name, 0) + int(r.committed or r.attempted or 0)
     result = BackfillResult(run_id, input_pattern, len(paths), time.perf_counter() - started, counters)
     if not to_bigquery:
         result.record_path = write_run_record(settings, result, now)

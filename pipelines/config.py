@@ -20,7 +20,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class Settings(BaseSettings):
     """Where the lakehouse lives and the limits its pipelines enforce."""
 
-    model_config = SettingsConfigDict(env_prefix="LAKEHOUSE_", env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="LAKEHOUSE_", env_file=".env", extra="ignore", populate_by_name=True)
 
     environment: Literal["local", "gcp"] = "local"
     home: Path = Field(

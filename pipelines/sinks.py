@@ -31,6 +31,7 @@ from pipelines.batches import drop_duplicates
 from pipelines.transforms import count, key_by_partition
 
 HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
+EVENT_TABLES = frozenset(tables.silver_events(entity).fqn for entity in ("order", "inventory"))
 DATA_FILE = "data.parquet"
 
 
@@ -152,8 +153,8 @@ class MergePartition(beam.DoFn):
         new = pa.concat_tables(parts) if parts else None
         written, dropped = LakeTable(self.root, tables.TABLES[fqn]).merge_partition(value, new, self.sources)
         count(f"rows_written.{fqn}", written)
-        if dropped:
-            count("duplicates_removed", dropped)
+        if dropped:  # a dimension row defined again by another file is not an event duplicate
+            count("duplicates_removed" if fqn in EVENT_TABLES else f"rows_superseded.{fqn}", dropped)
         yield fqn, value, written
 
 

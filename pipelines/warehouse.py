@@ -24,7 +24,7 @@ from pipelines import tables
 from pipelines.config import Settings
 from pipelines.sinks import DATA_FILE, LakeTable
 
-_DUCK_TYPES = {
+DUCK_TYPES = {
     pa.string(): "VARCHAR",
     pa.int64(): "BIGINT",
     pa.float64(): "DOUBLE",
@@ -39,12 +39,12 @@ def view_sql(settings: Settings, spec: tables.TableSpec) -> str:
     lake = LakeTable(settings.lake_dir, spec)
     columns = ", ".join(f'"{f.name}"' for f in spec.schema)
     if not lake.files():
-        typed = ", ".join(f'CAST(NULL AS {_DUCK_TYPES[f.type]}) AS "{f.name}"' for f in spec.schema)
+        typed = ", ".join(f'CAST(NULL AS {DUCK_TYPES[f.type]}) AS "{f.name}"' for f in spec.schema)
         return f"SELECT {typed} WHERE false"
     if spec.partition_by is None:
         return f"SELECT {columns} FROM read_parquet('{lake.dir / DATA_FILE}')"
     glob = lake.dir / f"{spec.partition_by}=*" / DATA_FILE
-    hive_type = _DUCK_TYPES[spec.schema.field(spec.partition_by).type]
+    hive_type = DUCK_TYPES[spec.schema.field(spec.partition_by).type]
     return (f"SELECT {columns} FROM read_parquet('{glob}', hive_partitioning = true, "
             f"hive_types = {{'{spec.partition_by}': '{hive_type}'}})")
 

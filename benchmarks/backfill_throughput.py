@@ -1,0 +1,101 @@
+"""Backfill throughput: the Beam backfill vs DuckDB's read_json -> Parquet on the same files, in one run.
+
+    python benchmarks/backfill_throughput.py                 # ~1M simulated events (1% bad, 2% dup, 2% late)
+    python benchmarks/backfill_throughput.py --runners DirectRunner,FnApiRunner --events 300000
+
+Prints events/s of each and the ratio. DuckDB only parses and writes (no validation, dead letters,
+deduplication or enrichment): it is the ceiling of what reading and writing these files costs here, not
+an equal competitor. Timings include pipeline start-up. The machine is shared and noisy: compare the
+figures of one run, not across runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import duckdb
+
+from pipelines import backfill, contract, tables, warehouse
+from pipelines.config import Settings
+from pipelines.simulate import simulate
+
+HERE = Path(__file__).parent
+#: simulated lines per (store, product, day): orders, returns, snapshots, receipts (measured)
+LINES_PER_SERIES_DAY = 3.77
+
+
+def make_events(out: Path, events: int, seed: int) -> dict:
+    days, stores = 365, 10
+    products = max(1, round(events / (LINES_PER_SERIES_DAY * days * stores)))
+    manifest_path = out / "manifest.json"
+    if manifest_path.exists():
+        manifest = json.loads(manifest_path.read_text())
+        if manifest["parameters"]["products"] == products and manifest["parameters"]["seed"] == seed:
+            return manifest
+    shutil.rmtree(out, ignore_errors=True)
+    return simulate(out, days=days, stores=stores, products=products, start=dt.date(2024, 1, 1), seed=seed,
+                    bad_rate=0.01, dup_rate=0.02, late_rate=0.02)
+
+
+def run_beam(landing: Path, runner: str) -> tuple[float, backfill.BackfillResult]:
+    with tempfile.TemporaryDirectory(prefix="bench-lake-") as home:
+        started = time.perf_counter()
+        result = backfill.run(str(landing / "events" / "*.jsonl"), str(landing / "dims"), Settings(home=Path(home)),
+                              runner=runner)
+        return time.perf_counter() - started, result
+
+
+def run_duckdb(landing: Path) -> tuple[float, int]:
+    with tempfile.TemporaryDirectory(prefix="bench-duck-") as out:
+        started = time.perf_counter()
+        con = duckdb.connect()
+        con.execute(f"""
+            COPY (SELECT *, CAST(event_ts AS DATE) AS event_date
+                  FROM read_json('{landing}/events/*.jsonl', format = 'newline_delimited', ignore_errors = true,
+                                 maximum_object_size = 2000000, columns = {contract_columns()}))
+            TO '{out}/events' (FORMAT parquet, PARTITION_BY (event_date), COMPRESSION zstd)""")
+        rows = con.execute(f"SELECT count(*) FROM read_parquet('{out}/events/**/*.parquet')").fetchone()[0]
+        return time.perf_counter() - started, rows
+
+
+def contract_columns() -> dict[str, str]:
+    """DuckDB column types of every event field (both entities), from the contract's Arrow schemas."""
+    columns = {}
+    for entity in contract.ENTITY_STRUCT:
+        for field in tables.struct_fields(contract.ENTITY_STRUCT[entity]):
+            columns[field.name] = warehouse.DUCK_TYPES[field.type]
+    return columns
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=1_000_000, help="about this many simulated lines")
+    parser.add_argument("--runners", default="DirectRunner", help="comma-separated: DirectRunner, FnApiRunner")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--data", type=Path, default=HERE / ".data" / "backfill", help="simulated input (kept)")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+
+    manifest = make_events(args.data, args.events, args.seed)
+    lines = manifest["lines_total"]
+    print(f"input: {lines:,} lines in {len(manifest['files'])} files ({args.data})")
+    duck_s, duck_rows = run_duckdb(args.data)
+    print(f"duckdb read_json -> parquet : {duck_s:6.1f} s  {lines / duck_s:>10,.0f} lines/s  ({duck_rows:,} rows kept)")
+    for runner in args.runners.split(","):
+        seconds, result = run_beam(args.data, runner)
+        print(f"beam backfill ({runner:12}): {seconds:6.1f} s  {lines / seconds:>10,.0f} events/s  "
+              f"(silver {result.silver_rows:,}, dead letters {sum(result.dead_letters.values()):,}, "
+              f"duplicates {result.duplicates:,}, reconciles={result.reconciles})  "
+              f"ratio duckdb/beam = {(lines / duck_s) / (lines / seconds):.1f}x")
+    print("target: beam backfill >= 100,000 events/s")
+
+
+if __name__ == "__main__":
+    main()
