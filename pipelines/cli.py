@@ -23,7 +23,15 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 from pipelines.config import get_settings
@@ -248,7 +256,7 @@ class _bar:
 
     def __init__(self, description: str, total: int | None, download: bool = False):
         columns = [SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
-                   DownloadColumn() if download else TextColumn("{task.completed:,}/{task.total:,}"),
+                   DownloadColumn() if download else MofNCompleteColumn(),
                    TimeElapsedColumn()]
         self.progress = Progress(*columns, console=console, transient=False)
         self.description, self.total = description, total

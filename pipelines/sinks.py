@@ -5,9 +5,10 @@ Local layout, one Parquet file per partition, replaced atomically:
     $LAKEHOUSE_HOME/<layer>/<table>/event_date=YYYY-MM-DD/data.parquet
 
 Writes are idempotent by partition and source: rewriting a partition keeps the rows that came from
-other source files, replaces the rows from this run's sources, and (for tables with a key) drops rows
-whose key is already there. So a re-run of the same backfill gives the same tables, two different
-inputs never clobber each other, and a replay never double counts. Each file is written beside its
+other source files, replaces the rows from this run's sources, and (for tables with a key) keeps one
+row per key, the first in (source_uri, source_line) order. So a re-run of the same backfill gives the
+same tables, two different inputs never clobber each other, a replay never double counts, and the
+result does not depend on the order in which sources were loaded. Each file is written beside its
 target and renamed over it, so a reader (DuckDB, dbt, the dashboard) sees the old or the new file,
 never half of one; writers of one table serialise on a lock file.
 """
@@ -22,6 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import apache_beam as beam
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -91,12 +93,13 @@ class LakeTable:
             if new.num_rows:
                 merged = pa.concat_tables([old, new])
                 if self.spec.key:
-                    # rows already in the table (other sources) win: a replay never double counts
-                    merged = merged.append_column("_rank", pa.array([0] * old.num_rows + [1] * new.num_rows,
-                                                                    pa.int8()))
-                    merged, _ = drop_duplicates(merged, self.spec.key[0], ["_rank", "source_uri", "source_line"])
-                    dropped = new.num_rows - pc.sum(merged["_rank"]).as_py()
-                    merged = merged.drop_columns(["_rank"])
+                    # The first copy in (source_uri, source_line) order wins, whichever run loaded it and
+                    # whenever: the table is a function of the set of sources loaded, not of their order.
+                    is_new = pa.array(np.r_[np.zeros(old.num_rows, bool), np.ones(new.num_rows, bool)])
+                    merged = merged.append_column("_new", is_new)
+                    merged, _ = drop_duplicates(merged, self.spec.key[0], ["source_uri", "source_line"])
+                    dropped = new.num_rows - pc.sum(merged["_new"]).as_py()
+                    merged = merged.drop_columns(["_new"])
             merged = merged.sort_by(_sort_keys(self.spec))
             _atomic_write(merged, path)
         return new.num_rows - dropped, dropped

@@ -57,44 +57,59 @@ def runs_view_sql(settings: Settings) -> str:
     return f"SELECT * FROM read_json_auto('{pattern}', union_by_name = true, format = 'auto')"
 
 
-def refresh_views(settings: Settings, attempts: int = 20) -> bool:
-    """Create or update the views whose definition changed; returns False if the file stayed locked."""
+def refresh_views(settings: Settings, attempts: int = 40) -> bool:
+    """Create or update the views whose definition changed; returns False if the file stayed locked.
+
+    The definitions are kept beside the views (table `ops.view_definitions`) so an unchanged lakehouse
+    costs one read-only look and never takes the file's write lock from readers.
+    """
     wanted = {spec.fqn: view_sql(settings, spec) for spec in tables.TABLES.values()}
     wanted["ops.pipeline_runs"] = runs_view_sql(settings)
     settings.lake_dir.mkdir(parents=True, exist_ok=True)
-    for attempt in range(attempts):
+    for _ in range(attempts):
         try:
-            if _current_views(settings.warehouse_path) == wanted:
+            if _stored_definitions(settings.warehouse_path) == wanted:
                 return True
             with duckdb.connect(str(settings.warehouse_path)) as con:
+                con.execute("BEGIN")
                 for fqn, sql in wanted.items():
-                    schema, _ = fqn.split(".")
-                    con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+                    con.execute(f"CREATE SCHEMA IF NOT EXISTS {fqn.split('.')[0]}")
                     con.execute(f"CREATE OR REPLACE VIEW {fqn} AS {sql}")
+                con.execute("CREATE OR REPLACE TABLE ops.view_definitions (name VARCHAR PRIMARY KEY, sql VARCHAR)")
+                con.executemany("INSERT INTO ops.view_definitions VALUES (?, ?)", list(wanted.items()))
+                con.execute("COMMIT")
             return True
-        except duckdb.IOException:  # another process holds the file; the Parquet data is safe regardless
-            time.sleep(0.25 * (attempt + 1))
+        except duckdb.IOException:  # a reader or writer holds the file; the Parquet data is safe regardless
+            time.sleep(0.25)
     return False
 
 
-def _current_views(path: Path) -> dict[str, str] | None:
+def _stored_definitions(path: Path) -> dict[str, str] | None:
     if not path.exists():
         return None
     with duckdb.connect(str(path), read_only=True) as con:
-        rows = con.execute("SELECT schema_name, view_name, sql FROM duckdb_views() WHERE NOT internal").fetchall()
-    return {f"{schema}.{name}": _body(sql) for schema, name, sql in rows}
+        try:
+            return dict(con.execute("SELECT name, sql FROM ops.view_definitions").fetchall())
+        except duckdb.CatalogException:
+            return None
 
 
-def _body(create_sql: str) -> str:
-    """The SELECT of a stored `CREATE VIEW ... AS SELECT ...;` statement."""
-    return create_sql.split(" AS ", 1)[1].rstrip().rstrip(";") if " AS " in create_sql else create_sql
+def connect(settings: Settings, read_only: bool = True, wait_seconds: float = 10.0) -> duckdb.DuckDBPyConnection:
+    """A connection to the warehouse; read-only by default so it never blocks a writer.
 
-
-def connect(settings: Settings, read_only: bool = True) -> duckdb.DuckDBPyConnection:
-    """A connection to the warehouse; read-only by default so it never blocks a writer."""
+    Views are rewritten only when a table gets its first files; a reader arriving at that moment
+    waits up to `wait_seconds` for the lock instead of failing.
+    """
     if not settings.warehouse_path.exists():
         refresh_views(settings)
-    return duckdb.connect(str(settings.warehouse_path), read_only=read_only)
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        try:
+            return duckdb.connect(str(settings.warehouse_path), read_only=read_only)
+        except duckdb.IOException:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
 
 
 def row_counts(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
