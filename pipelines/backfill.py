@@ -14,8 +14,11 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import multiprocessing as mp
+import os
 import time
 import uuid
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,7 +29,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipelines import contract, landing, tables
+from pipelines import contract, landing, progress, tables
 from pipelines.batches import Dimensions, RunInfo
 from pipelines.config import Settings
 from pipelines.parsing import Limits
@@ -40,6 +43,7 @@ log = logging.getLogger("lakehouse.backfill")
 #: for batch by default, serialises every one through its data plane and ran this job 1.8x slower
 #: (benchmarks/backfill_throughput.py prints both). `--runner FnApiRunner` still selects it.
 LOCAL_RUNNERS = {"DirectRunner": "BundleBasedDirectRunner", "FnApiRunner": "DirectRunner"}
+SHARD_MIN_BYTES = 64 << 20
 
 
 @dataclass
@@ -119,8 +123,15 @@ def run(
     beam_args: list[str] | None = None,
     now: dt.datetime | None = None,
     run_id: str | None = None,
+    workers: int | None = None,
 ) -> BackfillResult:
-    """Run the backfill and wait for it; returns the run's counters (also written as a run record)."""
+    """Run the backfill and wait for it; returns the run's counters (also written as a run record).
+
+    Locally the input files are split into `workers` shards (default: one per core for inputs over
+    64 MB), each run by the DirectRunner in its own process: the DirectRunner executes a pipeline on one
+    core. Shards cannot clobber or double count each other: each replaces only rows from its own files,
+    partition writes take a lock and merge by key, and the first copy in source order wins everywhere.
+    """
     started = time.perf_counter()
     now = now or dt.datetime.now(dt.timezone.utc)
     run_id = run_id or f"backfill-{now:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
@@ -132,32 +143,26 @@ def run(
     if runner == "DataflowRunner" and not to_bigquery:
         raise ValueError("the DataflowRunner writes BigQuery: set LAKEHOUSE_ENVIRONMENT=gcp and the gcp settings")
 
-    options = PipelineOptions(beam_args or [], runner=LOCAL_RUNNERS.get(runner, runner), save_main_session=False)
-    with beam.Pipeline(options=options) as p:
-        chunks = (
-            p
-            | "ListInputFiles" >> beam.Create(paths)
-            | "ReadMatches" >> fileio.ReadMatches()
-            | "ReadLineChunks" >> beam.ParDo(ReadLineChunks())
-        )
-        dims_side = beam.pvalue.AsSingleton(p | "LoadDimensions" >> beam.Create([dims]))
-        processed = chunks | "ProcessEvents" >> ProcessEvents(run_info, dims_side)
-        dim_tables = p | "DimensionRows" >> beam.Create(dim_rows)
-        silver = processed.silver | "Deduplicate" >> DeduplicateEvents()
-        outputs = (processed.bronze, silver, processed.dead_letter, dim_tables) | beam.Flatten()
-        if to_bigquery:
-            outputs | "WriteBigQuery" >> WriteToBigQueryTables(
-                {fqn: settings.bigquery_table(spec.layer, spec.name) for fqn, spec in tables.TABLES.items()})
-        else:  # the lakehouse merges by key as well: a replay of events it already has never double counts
-            sources = [*paths, *(uri for _, t in dim_rows for uri in t["source_uri"].unique().to_pylist())]
-            existing = [(spec.fqn, value) for spec in tables.TABLES.values()
-                        for value in LakeTable(settings.lake_dir, spec).partitions()]
-            outputs | "WriteLakehouse" >> WriteToLakehouse(settings.lake_dir, sources, existing)
-    result_ = p.result
-    counters: dict[str, int] = {}
-    for r in result_.metrics().query(MetricsFilter().with_namespace(NAMESPACE))["counters"]:
-        # one counter name may be incremented by several steps: add them up
-        counters[r.key.metric.name] = counters.get(r.key.metric.name, 0) + int(r.committed or r.attempted or 0)
+    if to_bigquery:
+        sink = {fqn: settings.bigquery_table(spec.layer, spec.name) for fqn, spec in tables.TABLES.items()}
+        shards = [paths]
+    else:
+        sink = [(spec.fqn, value) for spec in tables.TABLES.values()
+                for value in LakeTable(settings.lake_dir, spec).partitions()]
+        shards = plan_shards(paths, workers if workers is not None else default_workers(paths, runner))
+    run_paths = paths if len(shards) > 1 else []
+    jobs = [Shard(shard, dim_rows if i == 0 else [], run_paths) for i, shard in enumerate(shards)]
+    args = (dims, settings, runner, beam_args or [], run_info, sink)
+    if len(jobs) == 1:
+        counters = run_shard(jobs[0], *args)
+    else:
+        counters = {}
+        ctx = mp.get_context("spawn")  # forking a process that runs threads (Beam, the CLI) is unsafe
+        with ProcessPoolExecutor(len(jobs), mp_context=ctx, initializer=progress.attach,
+                                 initargs=(progress.share(ctx),)) as pool:
+            for shard_counters in pool.map(run_shard, jobs, *([a] * len(jobs) for a in args)):
+                for name, n in shard_counters.items():
+                    counters[name] = counters.get(name, 0) + n
     result = BackfillResult(run_id, input_pattern, len(paths), time.perf_counter() - started, counters)
     if not to_bigquery:
         result.record_path = write_run_record(settings, result, now)
@@ -169,6 +174,72 @@ def run(
                          "silver_rows": result.silver_rows, "duplicates": result.duplicates,
                          "dead_letters": result.dead_letters, "reconciles": result.reconciles}))
     return result
+
+
+@dataclass
+class Shard:
+    """The input files one pipeline run reads, and the dimension rows it writes (only one shard does)."""
+
+    paths: list[str]
+    dim_rows: list[tuple[str, pa.Table]]
+    run_paths: list[str]  # every file of the run (all shards)
+
+
+def default_workers(paths: list[str], runner: str) -> int:
+    local = [p for p in paths if "://" not in p]
+    if runner != "DirectRunner" or len(local) < 2 or sum(os.path.getsize(p) for p in local) < SHARD_MIN_BYTES:
+        return 1
+    return min(os.cpu_count() or 1, len(local), 8)
+
+
+def plan_shards(paths: list[str], workers: int) -> list[list[str]]:
+    """Split sorted paths into `workers` contiguous groups of about equal bytes.
+
+    Contiguous, because producers write neighbouring files close in time: copies and late events of one
+    day mostly stay within one shard.
+    """
+    if workers <= 1 or len(paths) < 2:
+        return [paths]
+    sizes = [os.path.getsize(p) if "://" not in p else 1 for p in paths]
+    target, shards, current, acc = sum(sizes) / workers, [], [], 0
+    for path, size in zip(paths, sizes):
+        current.append(path)
+        acc += size
+        if acc >= target * (len(shards) + 1) and len(shards) < workers - 1:
+            shards.append(current)
+            current = []
+    if current:
+        shards.append(current)
+    return shards
+
+
+def run_shard(shard: Shard, dims: Dimensions, settings: Settings, runner: str, beam_args: list[str],
+              run_info: RunInfo, sink) -> dict[str, int]:
+    """Build and run the pipeline over one shard's files; returns its counters by name."""
+    logging.getLogger("apache_beam").setLevel(logging.ERROR)
+    options = PipelineOptions(beam_args, runner=LOCAL_RUNNERS.get(runner, runner), save_main_session=False)
+    with beam.Pipeline(options=options) as p:
+        chunks = (
+            p
+            | "ListInputFiles" >> beam.Create(shard.paths)
+            | "ReadMatches" >> fileio.ReadMatches()
+            | "ReadLineChunks" >> beam.ParDo(ReadLineChunks())
+        )
+        dims_side = beam.pvalue.AsSingleton(p | "LoadDimensions" >> beam.Create([dims]))
+        processed = chunks | "ProcessEvents" >> ProcessEvents(run_info, dims_side)
+        dim_tables = p | "DimensionRows" >> beam.Create(shard.dim_rows)
+        silver = processed.silver | "Deduplicate" >> DeduplicateEvents()
+        outputs = (processed.bronze, silver, processed.dead_letter, dim_tables) | beam.Flatten()
+        if isinstance(sink, dict):  # BigQuery table ids
+            outputs | "WriteBigQuery" >> WriteToBigQueryTables(sink)
+        else:  # existing lakehouse partitions; the lakehouse merges by key, so a replay never double counts
+            sources = [*shard.paths, *(uri for _, t in shard.dim_rows for uri in t["source_uri"].unique().to_pylist())]
+            outputs | "WriteLakehouse" >> WriteToLakehouse(settings.lake_dir, sources, sink, shard.run_paths)
+    counters: dict[str, int] = {}
+    for r in p.result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))["counters"]:
+        # one counter name may be incremented by several steps: add them up
+        counters[r.key.metric.name] = counters.get(r.key.metric.name, 0) + int(r.committed or r.attempted or 0)
+    return counters
 
 
 def write_run_record(settings: Settings, result: BackfillResult, started_at: dt.datetime) -> Path:

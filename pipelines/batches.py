@@ -188,6 +188,9 @@ class Dimensions:
     @classmethod
     def from_records(cls, products: list, stores: list) -> Dimensions:
         def table(name, rows):
+            keys = [getattr(r, contract.DIMENSION_KEYS[name]) for r in rows]
+            if len(set(keys)) != len(keys):  # a repeated key would multiply every event in the join
+                raise ValueError(f"{name}: {contract.DIMENSION_KEYS[name]} values must be unique")
             schema = pa.schema([f for f in tables.dimension(name).schema if f.name not in _LINEAGE])
             return pa.Table.from_pylist([dict(zip(r.__struct_fields__, _values(r))) for r in rows], schema=schema)
 

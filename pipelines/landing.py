@@ -62,14 +62,18 @@ def decode_dimension(data: bytes, name: str, uri: str) -> list[tuple[msgspec.Str
     quietly turning every event of that product or store into a dead letter.
     """
     decoder = msgspec.json.Decoder(contract.DIMENSIONS[name])
-    rows = []
-    for n, line in enumerate(data.split(b"\n"), 1):
+    key = contract.DIMENSION_KEYS[name]
+    rows, seen = [], {}
+    for n, line in enumerate(data.removeprefix(b"\xef\xbb\xbf").split(b"\n"), 1):
         if not line.strip():
             continue
         try:
-            rows.append((decoder.decode(line), n))
+            row = decoder.decode(line)
         except (msgspec.MsgspecError, UnicodeDecodeError) as e:
             raise ValueError(f"{uri}:{n}: not a valid {name} row: {e}") from e
+        if (first := seen.setdefault(getattr(row, key), n)) != n:
+            raise ValueError(f"{uri}:{n}: {key} {getattr(row, key)!r} is already defined on line {first}")
+        rows.append((row, n))
     return rows
 
 

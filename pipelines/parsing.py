@@ -14,9 +14,9 @@ from __future__ import annotations
 import datetime as dt
 import re
 from dataclasses import dataclass
+from typing import Any
 
 import msgspec
-import orjson
 
 from pipelines import contract
 
@@ -26,6 +26,18 @@ _AT_PATH = re.compile(r" - at `\$\.([A-Za-z0-9_]+)")
 _MISSING = re.compile(r"missing required field `([^`]+)`")
 #: Earliest event time the contract accepts; anything older is a broken clock, not history.
 MIN_EVENT_TS = dt.datetime(1990, 1, 1, tzinfo=dt.UTC)
+_MAX_KEPT_TS = dt.datetime(9000, 1, 1, tzinfo=dt.UTC)
+
+
+class _Identifying(msgspec.Struct):
+    """The fields a dead letter keeps when it can read them; anything else in the payload is skipped."""
+
+    event_id: Any = None
+    event_type: Any = None
+    event_ts: Any = None
+
+
+_IDENTIFYING = msgspec.json.Decoder(_Identifying)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +82,8 @@ def parse_line(raw: bytes, limits: Limits) -> contract.Event | Rejection:
         return _undecodable(raw, e)
     except UnicodeDecodeError:
         return invalid_utf8(raw)
+    if not is_utf8(raw):  # msgspec skips unknown fields unchecked; the payload is stored as text
+        return invalid_utf8(raw)
     return check_event(event, limits)
 
 
@@ -102,7 +116,16 @@ def invalid_utf8(raw: bytes) -> Rejection:
 
 
 def _rejected(event: contract.Event, reason: str, detail: str) -> Rejection:
-    return Rejection("validate", reason, detail, event.event_id, event.__struct_config__.tag, event.event_ts)
+    return Rejection("validate", reason, detail, event.event_id, event.__struct_config__.tag,
+                     _plausible(event.event_ts))
+
+
+def _plausible(ts: dt.datetime | None) -> dt.datetime | None:
+    """The timestamp if its UTC date is representable and plausible (1990..9000), else None."""
+    try:
+        return ts if ts is not None and MIN_EVENT_TS <= ts <= _MAX_KEPT_TS else None
+    except OverflowError:
+        return None
 
 
 def _undecodable(raw: bytes, error: msgspec.DecodeError) -> Rejection:
@@ -126,6 +149,8 @@ def _invalid(raw: bytes, message: str) -> Rejection:
         reason, field = "missing_field", missing.group(1)
     elif field == "event_type" and message.startswith("Invalid value"):
         reason = "unknown_event_type"
+    elif field == "event_type":  # the tag: msgspec says "Expected `str`" without ", got ..."
+        reason = "wrong_type"
     elif message.startswith("Number out of range"):
         reason = "non_finite_number"
     elif field == "event_ts":
@@ -144,21 +169,15 @@ def _invalid(raw: bytes, message: str) -> Rejection:
 def _identifying_fields(raw: bytes) -> tuple[str | None, str | None, dt.datetime | None]:
     """Best-effort event_id, event_type and event_ts of a rejected payload (for the dead-letter row)."""
     try:
-        obj = orjson.loads(raw)
-    except orjson.JSONDecodeError:
+        ids = _IDENTIFYING.decode(raw)
+    except (msgspec.MsgspecError, UnicodeDecodeError):
         return None, None, None
-    if not isinstance(obj, dict):
-        return None, None, None
-    event_id, event_type, ts = obj.get("event_id"), obj.get("event_type"), obj.get("event_ts")
     try:
-        parsed = dt.datetime.fromisoformat(ts) if isinstance(ts, str) else None
+        ts = dt.datetime.fromisoformat(ids.event_ts) if isinstance(ids.event_ts, str) else None
     except ValueError:
-        parsed = None
-    if parsed is not None and (parsed.tzinfo is None or not MIN_EVENT_TS <= parsed <= dt.datetime(9000, 1, 1,
-                                                                                              tzinfo=dt.UTC)):
-        parsed = None
+        ts = None
     return (
-        event_id[:128] if isinstance(event_id, str) else None,
-        event_type[:64] if isinstance(event_type, str) else None,
-        parsed,
+        ids.event_id[:128] if isinstance(ids.event_id, str) else None,
+        ids.event_type[:64] if isinstance(ids.event_type, str) else None,
+        _plausible(ts) if ts is not None and ts.tzinfo is not None else None,
     )

@@ -23,13 +23,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import apache_beam as beam
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipelines import tables
-from pipelines.batches import drop_duplicates
+from pipelines.batches import first_copies
 from pipelines.transforms import count, key_by_partition
 
 HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
@@ -65,7 +64,8 @@ class LakeTable:
 
     @contextmanager
     def lock(self):
-        self.dir.mkdir(parents=True, exist_ok=True)
+        if not self.dir.is_dir():
+            self.dir.mkdir(parents=True, exist_ok=True)
         with open(self.dir / ".lock", "w") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
@@ -73,8 +73,13 @@ class LakeTable:
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
-    def merge_partition(self, value: str | None, new: pa.Table | None, sources: frozenset[str]) -> tuple[int, int]:
-        """Replace this partition's rows from `sources` with `new`; returns (new rows kept, duplicates dropped)."""
+    def merge_partition(self, value: str | None, new: pa.Table | None, sources: frozenset[str],
+                        run_sources: frozenset[str] = frozenset()) -> tuple[int, int]:
+        """Replace this partition's rows from `sources` with `new`; returns (net rows added, copies dropped).
+
+        `run_sources` are all files of the run when it is split into shards: a row another shard of the
+        same run wrote, and that loses to a copy here, is counted as this run's duplicate, not as a row.
+        """
         path = self.partition_file(value)
         schema = self.spec.schema
         new = new.select(schema.names).cast(schema) if new is not None else schema.empty_table()
@@ -89,30 +94,24 @@ class LakeTable:
                 if new.num_rows == 0:
                     return 0, 0
                 old = schema.empty_table()
-            merged, dropped = old, 0
-            if new.num_rows:
-                merged = pa.concat_tables([old, new])
-                if self.spec.key:
-                    # The first copy in (source_uri, source_line) order wins, whichever run loaded it and
-                    # whenever: the table is a function of the set of sources loaded, not of their order.
-                    is_new = pa.array(np.r_[np.zeros(old.num_rows, bool), np.ones(new.num_rows, bool)])
-                    merged = merged.append_column("_new", is_new)
-                    merged, _ = drop_duplicates(merged, self.spec.key[0], ["source_uri", "source_line"])
-                    dropped = new.num_rows - pc.sum(merged["_new"]).as_py()
-                    merged = merged.drop_columns(["_new"])
-            merged = merged.sort_by(_sort_keys(self.spec))
+            merged, kept_new, evicted = pa.concat_tables([old, new]), new.num_rows, 0
+            if self.spec.key and new.num_rows:
+                # The first copy in (source_uri, source_line) order wins, whichever run loaded it and
+                # whenever: the table is a function of the set of sources loaded, not of their order.
+                first = first_copies(merged, self.spec.key[0], ["source_uri", "source_line"])
+                kept_new = int(first[old.num_rows:].sum())
+                lost_old = old.filter(pa.array(~first[: old.num_rows]))
+                if run_sources and lost_old.num_rows:
+                    same_run = pa.array(sorted(run_sources), pa.string())
+                    evicted = pc.sum(pc.is_in(lost_old["source_uri"], value_set=same_run).cast(pa.int64())).as_py()
+                merged = merged.filter(pa.array(first))
             _atomic_write(merged, path)
-        return new.num_rows - dropped, dropped
-
-
-def _sort_keys(spec: tables.TableSpec) -> list[tuple[str, str]]:
-    names = spec.schema.names
-    keys = [c for c in ("event_ts", *spec.key, "source_uri", "source_line") if c in names]
-    return [(c, "ascending") for c in dict.fromkeys(keys)]
+        return kept_new - evicted, new.num_rows - kept_new + evicted
 
 
 def _atomic_write(table: pa.Table, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.parent.is_dir():
+        path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     pq.write_table(table, tmp, compression="zstd", write_statistics=True)
     os.replace(tmp, path)
@@ -125,9 +124,11 @@ class WriteToLakehouse(beam.PTransform):
     (fqn, partition) pairs already on disk, so partitions this run no longer produces are swept too.
     """
 
-    def __init__(self, root: Path, sources: Iterable[str], existing: Iterable[tuple[str, str | None]] = ()):
+    def __init__(self, root: Path, sources: Iterable[str], existing: Iterable[tuple[str, str | None]] = (),
+                 run_sources: Iterable[str] = ()):
         super().__init__()
         self.root, self.sources, self.existing = Path(root), frozenset(sources), list(existing)
+        self.run_sources = frozenset(run_sources)
 
     def expand(self, pcoll):
         keyed = pcoll | "KeyByPartition" >> beam.FlatMap(key_by_partition)
@@ -140,21 +141,25 @@ class WriteToLakehouse(beam.PTransform):
             (keyed, sweep)
             | "WithExistingPartitions" >> beam.Flatten()
             | "GroupByPartition" >> beam.GroupByKey()
-            | "MergeIntoPartition" >> beam.ParDo(MergePartition(self.root, self.sources))
+            | "MergeIntoPartition" >> beam.ParDo(MergePartition(self.root, self.sources, self.run_sources))
         )
 
 
 class MergePartition(beam.DoFn):
     """((fqn, partition), [tables or None]) -> the partition file rewritten; yields (fqn, partition, rows)."""
 
-    def __init__(self, root: Path, sources: frozenset[str]):
-        self.root, self.sources = root, sources
+    def __init__(self, root: Path, sources: frozenset[str], run_sources: frozenset[str] = frozenset()):
+        self.root, self.sources, self.run_sources = root, sources, run_sources
 
     def process(self, element):
         (fqn, value), parts = element
-        parts = [p for p in parts if p is not None]
+        # Parts arrive in no particular order; in source order the file comes out the same every run,
+        # without sorting (and copying) the rows themselves: each part is already in source order.
+        parts = sorted((p for p in parts if p is not None and p.num_rows),
+                       key=lambda t: (t["source_uri"][0].as_py(), t["source_line"][0].as_py() or 0))
         new = pa.concat_tables(parts) if parts else None
-        written, dropped = LakeTable(self.root, tables.TABLES[fqn]).merge_partition(value, new, self.sources)
+        written, dropped = LakeTable(self.root, tables.TABLES[fqn]).merge_partition(value, new, self.sources,
+                                                                                   self.run_sources)
         count(f"rows_written.{fqn}", written)
         if dropped:  # a dimension row defined again by another file is not an event duplicate
             count("duplicates_removed" if fqn in EVENT_TABLES else f"rows_superseded.{fqn}", dropped)

@@ -66,6 +66,8 @@ class ReadLineChunks(beam.DoFn):
         with readable.open() as f:
             while block := f.read(_READ_BLOCK):
                 progress.advance(len(block))
+                if first_line == 1 and not pending and not tail:
+                    block = block.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte-order mark is not data
                 lines = (tail + block).split(b"\n")
                 tail = lines.pop()
                 pending.extend(lines)

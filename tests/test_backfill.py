@@ -47,8 +47,8 @@ def settings_for(tmp_path: Path) -> Settings:
     return Settings(home=tmp_path / "lake")
 
 
-def run(landing: Path, settings: Settings, pattern: str = "*.jsonl") -> backfill.BackfillResult:
-    return backfill.run(str(landing / "events" / pattern), str(landing / "dims"), settings, now=NOW)
+def run(landing: Path, settings: Settings, pattern: str = "*.jsonl", workers: int = 1) -> backfill.BackfillResult:
+    return backfill.run(str(landing / "events" / pattern), str(landing / "dims"), settings, now=NOW, workers=workers)
 
 
 def query(settings: Settings, sql: str):
@@ -94,6 +94,31 @@ def test_simulated_run_reconciles_with_what_the_producer_wrote(sim_dir, tmp_path
     # the run left a record the ops view reads
     runs = query(settings, "select run_id, lines_read, reconciles from ops.pipeline_runs")
     assert runs == [(result.run_id, manifest["lines_total"], True)]
+
+
+def test_shards_in_parallel_processes_give_the_same_tables_and_counts(sim_dir, tmp_path):
+    one, two = settings_for(tmp_path / "one"), settings_for(tmp_path / "two")
+    single = run(sim_dir, one, workers=1)
+    sharded = run(sim_dir, two, workers=2)
+    assert sharded.reconciles
+    for name in ("lines_read", "duplicates_removed", "dead_letters"):
+        assert sharded.get(name) == single.get(name), name
+    assert sharded.silver_rows == single.silver_rows
+    for fqn in ("silver.order_events", "silver.inventory_events", "bronze.order_events", "silver.products"):
+        assert read_table(two, fqn).equals(read_table(one, fqn)), fqn
+
+
+def test_shards_are_contiguous_and_balanced(tmp_path):
+    paths = []
+    for i, size in enumerate([10, 10, 10, 10, 40, 10, 10]):
+        path = tmp_path / f"{i}.jsonl"
+        path.write_bytes(b"x" * size)
+        paths.append(str(path))
+    shards = backfill.plan_shards(paths, 2)
+    assert [p for shard in shards for p in shard] == paths
+    assert [len(s) for s in shards] == [5, 2]
+    assert backfill.plan_shards(paths, 1) == [paths]
+    assert len(backfill.plan_shards(paths, 3)) == 3
 
 
 def test_dead_letters_keep_the_original_payload(sim_dir, tmp_path):

@@ -19,10 +19,12 @@ import pickle
 import msgspec
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
 from pipelines import contract, faults, tables
 from pipelines.batches import (
+    Dimensions,
     LineChunk,
     drop_duplicates,
     enrich,
@@ -161,9 +163,6 @@ def test_parse_chunk_agrees_with_the_time_bounds_at_their_edges(line, run_info):
     assert lines_by(result.dead_letters, "reason") == {3: "future_timestamp", 4: "invalid_timestamp"}
 
 
-@pytest.mark.xfail(strict=True, raises=OverflowError,
-                   reason="BUG: dead_letter_table -> tables.utc_date(event_ts) overflows for a rejected event_ts "
-                          "near year 1 or 9999 whose UTC instant is outside datetime's range; the chunk crashes")
 @pytest.mark.parametrize(("ts", "reason"), [("9999-12-31T23:59:59-01:00", "future_timestamp"),
                                             ("0001-01-01T00:00:00+00:01", "invalid_timestamp")])
 def test_timestamps_at_the_edge_of_datetime_are_dead_letters_not_crashes(ts, reason, line, run_info):
@@ -252,6 +251,19 @@ def test_enrich_with_every_key_known_has_no_dead_letters(line, dims, run_info):
     assert dead is None
     assert silver.schema.equals(tables.silver_events("inventory").schema, check_metadata=True)
     assert lines_by(silver, "store_name") == {1: "London", 2: "Web"}
+
+
+def test_a_repeated_dimension_key_never_multiplies_events(bronze_orders, run_info):
+    products = [contract.Product(product_id="P0001", product_name=name, category="Kitchen", base_price=4.99,
+                                 currency="GBP") for name in ("Mug", "Mug v2")]
+    stores = [contract.Store(store_id="S001", store_name="London", channel="store", country_code="GB")]
+    try:
+        dims = Dimensions.from_records(products, stores)
+    except ValueError:
+        return  # refusing a repeated key up front is a fix as well
+    silver, _ = enrich(bronze_orders.filter(pc.equal(bronze_orders["event_id"], "ok-1")), "order", dims,
+                       run_info)
+    assert silver["event_id"].to_pylist() == ["ok-1"]
 
 
 # ---- split_by, utc_dates, payload_text ---------------------------------------------------------

@@ -206,22 +206,16 @@ def test_rejection_of_a_non_object_has_no_identifying_fields(raw, limits):
     assert (rejection.event_id, rejection.event_type, rejection.event_ts) == (None, None, None)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: _identifying_fields uses orjson, which refuses 1e999, so a JSON "
-                                       "object with an out-of-range number loses event_id/event_type/event_ts")
 def test_out_of_range_number_keeps_identifying_fields(event, limits):
     rejection = assert_rejected(parse_line(with_raw(event(), "quantity", b"1e999"), limits), "non_finite_number")
     assert (rejection.event_id, rejection.event_type) == ("e-0001", "order")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a non-string event_type (5, null) is reported as invalid_value, "
-                                       "not wrong_type: msgspec's tag message has no ', got `...`' part")
 @pytest.mark.parametrize("value", [5, None])
 def test_non_string_event_type_is_a_wrong_type(value, event, limits):
     assert_rejected(parse_line(encode(event(event_type=value)), limits), "wrong_type")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: parse_line accepts invalid UTF-8 inside an unknown field (msgspec "
-                                       "skips it unchecked); only parse_chunk rejects it, when building bronze")
 def test_invalid_utf8_in_an_unknown_field_is_rejected(event, limits):
     assert_rejected(parse_line(with_raw(event(), "note", b'"caf\xe9"'), limits), "invalid_utf8")
 
@@ -315,7 +309,7 @@ FIELD_NAMES = ["event_id", "event_type", "event_ts", "store_id", "product_id", "
 OFFSETS = st.sampled_from([dt.UTC, dt.timezone(dt.timedelta(hours=14)), dt.timezone(-dt.timedelta(hours=23,
                                                                                                    minutes=59))])
 JSON_SCALARS = (
-    st.none() | st.booleans() | st.integers(min_value=-(2**63), max_value=2**64 - 1)
+    st.none() | st.booleans() | st.integers()
     | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20)
     | st.sampled_from([*contract.EVENT_TYPES, "store", "online", "GBP", "write_off", ""])
     | st.datetimes(timezones=OFFSETS).map(dt.datetime.isoformat)
