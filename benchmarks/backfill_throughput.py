@@ -1,7 +1,7 @@
 """Backfill throughput: the Beam backfill vs DuckDB's read_json -> Parquet on the same files, in one run.
 
     python benchmarks/backfill_throughput.py                 # ~1M simulated events (1% bad, 2% dup, 2% late)
-    python benchmarks/backfill_throughput.py --runners DirectRunner,FnApiRunner --events 300000
+    python benchmarks/backfill_throughput.py --configs DirectRunner:1,DirectRunner:2,FnApiRunner:1 --events 300000
 
 Prints events/s of each and the ratio. DuckDB only parses and writes (no validation, dead letters,
 deduplication or enrichment): it is the ceiling of what reading and writing these files costs here, not
@@ -28,7 +28,7 @@ from pipelines.simulate import simulate
 
 HERE = Path(__file__).parent
 #: simulated lines per (store, product, day): orders, returns, snapshots, receipts (measured)
-LINES_PER_SERIES_DAY = 3.77
+LINES_PER_SERIES_DAY = 3.3
 
 
 def make_events(out: Path, events: int, seed: int) -> dict:
@@ -44,11 +44,11 @@ def make_events(out: Path, events: int, seed: int) -> dict:
                     bad_rate=0.01, dup_rate=0.02, late_rate=0.02)
 
 
-def run_beam(landing: Path, runner: str) -> tuple[float, backfill.BackfillResult]:
+def run_beam(landing: Path, runner: str, workers: int) -> tuple[float, backfill.BackfillResult]:
     with tempfile.TemporaryDirectory(prefix="bench-lake-") as home:
         started = time.perf_counter()
         result = backfill.run(str(landing / "events" / "*.jsonl"), str(landing / "dims"), Settings(home=Path(home)),
-                              runner=runner)
+                              runner=runner, workers=workers)
         return time.perf_counter() - started, result
 
 
@@ -77,7 +77,8 @@ def contract_columns() -> dict[str, str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=1_000_000, help="about this many simulated lines")
-    parser.add_argument("--runners", default="DirectRunner", help="comma-separated: DirectRunner, FnApiRunner")
+    parser.add_argument("--configs", default="DirectRunner:1,DirectRunner:2",
+                        help="comma-separated RUNNER:PROCESSES (DirectRunner or FnApiRunner; processes = shards)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--data", type=Path, default=HERE / ".data" / "backfill", help="simulated input (kept)")
     args = parser.parse_args()
@@ -88,9 +89,10 @@ def main() -> None:
     print(f"input: {lines:,} lines in {len(manifest['files'])} files ({args.data})")
     duck_s, duck_rows = run_duckdb(args.data)
     print(f"duckdb read_json -> parquet : {duck_s:6.1f} s  {lines / duck_s:>10,.0f} lines/s  ({duck_rows:,} rows kept)")
-    for runner in args.runners.split(","):
-        seconds, result = run_beam(args.data, runner)
-        print(f"beam backfill ({runner:12}): {seconds:6.1f} s  {lines / seconds:>10,.0f} events/s  "
+    for config in args.configs.split(","):
+        runner, _, workers = config.partition(":")
+        seconds, result = run_beam(args.data, runner, int(workers or 1))
+        print(f"beam backfill ({runner} x{workers or 1}): {seconds:6.1f} s  {lines / seconds:>10,.0f} events/s  "
               f"(silver {result.silver_rows:,}, dead letters {sum(result.dead_letters.values()):,}, "
               f"duplicates {result.duplicates:,}, reconciles={result.reconciles})  "
               f"ratio duckdb/beam = {(lines / duck_s) / (lines / seconds):.1f}x")

@@ -242,6 +242,7 @@ def split_by(table: pa.Table, column: str) -> list[tuple[str | None, pa.Table]]:
     uniques = pc.unique(values)
     if len(uniques) == 1:
         return [(_partition_value(uniques[0].as_py()), table)]
+    table = table.combine_chunks()  # take() on a many-chunk table re-resolves every chunk each call
     order = pc.sort_indices(table, sort_keys=[(column, "ascending", "at_end")])
     col = table[column].take(order).combine_chunks()
     valid = pc.is_valid(col).to_numpy(zero_copy_only=False)
