@@ -34,7 +34,7 @@ from pipelines.batches import Dimensions, RunInfo
 from pipelines.config import Settings
 from pipelines.parsing import Limits
 from pipelines.sinks import LakeTable, WriteToBigQueryTables, WriteToLakehouse
-from pipelines.transforms import NAMESPACE, DeduplicateEvents, ProcessEvents, ReadLineChunks
+from pipelines.transforms import DEAD_LETTER, NAMESPACE, DeduplicateEvents, ProcessEvents, ReadLineChunks
 
 log = logging.getLogger("lakehouse.backfill")
 
@@ -56,6 +56,7 @@ class BackfillResult:
     seconds: float
     counters: dict[str, int] = field(default_factory=dict)
     record_path: Path | None = None
+    views_refreshed: bool = True
 
     def get(self, name: str) -> int:
         return self.counters.get(name, 0)
@@ -123,14 +124,16 @@ def run(
     beam_args: list[str] | None = None,
     now: dt.datetime | None = None,
     run_id: str | None = None,
-    workers: int | None = None,
+    workers: int = 1,
 ) -> BackfillResult:
     """Run the backfill and wait for it; returns the run's counters (also written as a run record).
 
-    Locally the input files are split into `workers` shards (default: one per core for inputs over
-    64 MB), each run by the DirectRunner in its own process: the DirectRunner executes a pipeline on one
-    core. Shards cannot clobber or double count each other: each replaces only rows from its own files,
-    partition writes take a lock and merge by key, and the first copy in source order wins everywhere.
+    Locally the input files can be split into `workers` shards (`default_workers()` picks one per core
+    for inputs over 64 MB; the CLI does), each run by the DirectRunner in its own process: the
+    DirectRunner executes a pipeline on one core. More than one worker starts processes with `spawn`, so
+    a calling script needs the usual `if __name__ == "__main__":` guard. Shards cannot clobber or
+    double count each other: rows of the run's files are cleared from the lakehouse before they start,
+    partition writes take a lock and merge by key, and the first copy in source order wins.
     """
     started = time.perf_counter()
     now = now or dt.datetime.now(dt.timezone.utc)
@@ -149,8 +152,11 @@ def run(
     else:
         sink = [(spec.fqn, value) for spec in tables.TABLES.values()
                 for value in LakeTable(settings.lake_dir, spec).partitions()]
-        shards = plan_shards(paths, workers if workers is not None else default_workers(paths, runner))
+        shards = plan_shards(paths, 1 if mp.current_process().daemon else workers)  # daemons have no children
     run_paths = paths if len(shards) > 1 else []
+    if run_paths:  # so that any row of a run file met during the run was written by a sibling shard
+        for spec in tables.TABLES.values():
+            LakeTable(settings.lake_dir, spec).remove_sources(frozenset(run_paths))
     jobs = [Shard(shard, dim_rows if i == 0 else [], run_paths) for i, shard in enumerate(shards)]
     args = (dims, settings, runner, beam_args or [], run_info, sink)
     if len(jobs) == 1:
@@ -168,7 +174,10 @@ def run(
         result.record_path = write_run_record(settings, result, now)
         from pipelines import warehouse  # duckdb is a local-only dependency
 
-        warehouse.refresh_views(settings)
+        result.views_refreshed = warehouse.refresh_views(settings)
+        if not result.views_refreshed:
+            log.warning("warehouse.duckdb stayed locked by another process: its views of tables loaded for the "
+                        "first time are not updated yet; `lakehouse summary` updates them later")
     log.info(json.dumps({"event": "backfill_finished", "run_id": run_id, "files": len(paths),
                          "seconds": round(result.seconds, 2), "lines_read": result.lines_read,
                          "silver_rows": result.silver_rows, "duplicates": result.duplicates,
@@ -189,7 +198,7 @@ def default_workers(paths: list[str], runner: str) -> int:
     local = [p for p in paths if "://" not in p]
     if runner != "DirectRunner" or len(local) < 2 or sum(os.path.getsize(p) for p in local) < SHARD_MIN_BYTES:
         return 1
-    return min(os.cpu_count() or 1, len(local), 8)
+    return min(len(os.sched_getaffinity(0)), len(local), 8)
 
 
 def plan_shards(paths: list[str], workers: int) -> list[list[str]]:
@@ -216,20 +225,24 @@ def plan_shards(paths: list[str], workers: int) -> list[list[str]]:
 def run_shard(shard: Shard, dims: Dimensions, settings: Settings, runner: str, beam_args: list[str],
               run_info: RunInfo, sink) -> dict[str, int]:
     """Build and run the pipeline over one shard's files; returns its counters by name."""
-    logging.getLogger("apache_beam").setLevel(logging.ERROR)
+    if mp.parent_process() is not None:  # a shard process: the parent's CLI configured logging, not this one
+        logging.getLogger("apache_beam").setLevel(logging.ERROR)
     options = PipelineOptions(beam_args, runner=LOCAL_RUNNERS.get(runner, runner), save_main_session=False)
     with beam.Pipeline(options=options) as p:
         chunks = (
             p
             | "ListInputFiles" >> beam.Create(shard.paths)
             | "ReadMatches" >> fileio.ReadMatches()
-            | "ReadLineChunks" >> beam.ParDo(ReadLineChunks())
+            | "ReadLineChunks" >> beam.ParDo(ReadLineChunks(run_info)).with_outputs(DEAD_LETTER, main="chunks")
         )
-        dims_side = beam.pvalue.AsSingleton(p | "LoadDimensions" >> beam.Create([dims]))
+        unreadable = chunks[DEAD_LETTER]
+        chunks = chunks.chunks | "SpreadChunks" >> beam.Reshuffle()  # on Dataflow: a big file, many workers
+        dims_side = beam.pvalue.AsSingleton(p | "DimensionsSideInput" >> beam.Create([dims]))
         processed = chunks | "ProcessEvents" >> ProcessEvents(run_info, dims_side)
         dim_tables = p | "DimensionRows" >> beam.Create(shard.dim_rows)
         silver = processed.silver | "Deduplicate" >> DeduplicateEvents()
-        outputs = (processed.bronze, silver, processed.dead_letter, dim_tables) | beam.Flatten()
+        tables_out = (processed.bronze, silver, processed.dead_letter, unreadable, dim_tables)
+        outputs = tables_out | "AllTables" >> beam.Flatten()
         if isinstance(sink, dict):  # BigQuery table ids
             outputs | "WriteBigQuery" >> WriteToBigQueryTables(sink)
         else:  # existing lakehouse partitions; the lakehouse merges by key, so a replay never double counts

@@ -120,6 +120,8 @@ def backfill(
     dims: Annotated[str, typer.Option(help="Folder with products.jsonl and stores.jsonl.")],
     runner: Annotated[str, typer.Option(help="DirectRunner (local) or DataflowRunner (gcp).")] = "DirectRunner",
     beam_arg: Annotated[list[str] | None, typer.Option(help="Extra Beam pipeline option, repeatable.")] = None,
+    workers: Annotated[int, typer.Option(min=0, help="Local processes (input shards); 0: one per core "
+                                                     "for inputs over 64 MB.")] = 0,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Load landed event files through the Beam pipeline into bronze, silver and dead letters."""
@@ -139,7 +141,8 @@ def backfill(
 
     def work() -> None:
         try:
-            result_box["result"] = job.run(input, dims, settings, runner=runner, beam_args=beam_arg or [])
+            result_box["result"] = job.run(input, dims, settings, runner=runner, beam_args=beam_arg or [],
+                                           workers=workers or job.default_workers(paths, runner))
         except BaseException as e:  # reported below, in the main thread
             result_box["error"] = e
 
@@ -199,7 +202,7 @@ def sql(query: Annotated[str, typer.Argument(help="SQL for DuckDB, e.g. 'select 
         table = Table()
         for name in rel.columns:
             table.add_column(name)
-        for row in rel.fetchmany(200):
+        for row in rel.limit(200).fetchall():
             table.add_row(*("" if v is None else str(v) for v in row))
         out.print(table)
 
@@ -242,8 +245,8 @@ def demo(
         console.print(f"[yellow]{retail_csv} not found: skipping the real-history import[/]")
     for n, (label, folder) in enumerate(sources, 3):
         out.rule(f"{n}. Backfill {label} through the Beam pipeline")
-        backfill(input=str(folder / "events" / "*.jsonl"), dims=str(folder / "dims"), runner="DirectRunner",
-                 beam_arg=None, verbose=False)
+        backfill(input=str(folder / "events" / "*.jsonl*"), dims=str(folder / "dims"), runner="DirectRunner",
+                 beam_arg=None, workers=0, verbose=False)
     out.rule("The lakehouse")
     summary()
     out.print(f"\nQuery it: [bold]lakehouse sql \"select * from silver.order_events limit 5\"[/] "

@@ -134,6 +134,7 @@ DIMENSION_KEYS: dict[str, str] = {"products": "product_id", "stores": "store_id"
 #: Every reason a record can be dead-lettered for, by pipeline stage. The validator, the enricher and
 #: the tests all name reasons from here.
 REASONS: dict[str, str] = {
+    "unreadable_file": "the file breaks off (truncated or corrupt compression); one record stands for the rest",
     "empty_line": "the line is empty",
     "oversized_payload": "the raw payload is larger than the configured maximum",
     "invalid_utf8": "the bytes are not valid UTF-8",

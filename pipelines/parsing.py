@@ -82,6 +82,8 @@ def parse_line(raw: bytes, limits: Limits) -> contract.Event | Rejection:
         return _undecodable(raw, e)
     except UnicodeDecodeError:
         return invalid_utf8(raw)
+    except RecursionError:  # msgspec skips unknown fields recursively; a hostile payload nests deeply
+        return Rejection("parse", "malformed_json", "JSON nested too deeply to read")
     if not is_utf8(raw):  # msgspec skips unknown fields unchecked; the payload is stored as text
         return invalid_utf8(raw)
     return check_event(event, limits)
@@ -170,7 +172,7 @@ def _identifying_fields(raw: bytes) -> tuple[str | None, str | None, dt.datetime
     """Best-effort event_id, event_type and event_ts of a rejected payload (for the dead-letter row)."""
     try:
         ids = _IDENTIFYING.decode(raw)
-    except (msgspec.MsgspecError, UnicodeDecodeError):
+    except (msgspec.MsgspecError, UnicodeDecodeError, RecursionError):
         return None, None, None
     try:
         ts = dt.datetime.fromisoformat(ids.event_ts) if isinstance(ids.event_ts, str) else None

@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import apache_beam as beam
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -73,6 +74,21 @@ class LakeTable:
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
+    def remove_sources(self, sources: frozenset[str]) -> int:
+        """Delete every row that came from `sources`, partition by partition; returns the rows removed."""
+        removed = 0
+        value_set = pa.array(sorted(sources), pa.string())
+        for value in self.partitions():
+            path = self.partition_file(value)
+            if not pc.any(pc.is_in(pq.read_table(path, columns=["source_uri"])["source_uri"], value_set)).as_py():
+                continue
+            with self.lock():
+                table = pq.read_table(path, schema=self.spec.schema)
+                ours = pc.is_in(table["source_uri"], value_set)
+                removed += pc.sum(ours.cast(pa.int64())).as_py()
+                _atomic_write(table.filter(pc.invert(ours)), path)
+        return removed
+
     def merge_partition(self, value: str | None, new: pa.Table | None, sources: frozenset[str],
                         run_sources: frozenset[str] = frozenset()) -> tuple[int, int]:
         """Replace this partition's rows from `sources` with `new`; returns (net rows added, copies dropped).
@@ -96,17 +112,31 @@ class LakeTable:
                 old = schema.empty_table()
             merged, kept_new, evicted = pa.concat_tables([old, new]), new.num_rows, 0
             if self.spec.key and new.num_rows:
-                # The first copy in (source_uri, source_line) order wins, whichever run loaded it and
-                # whenever: the table is a function of the set of sources loaded, not of their order.
-                first = first_copies(merged, self.spec.key[0], ["source_uri", "source_line"])
+                # Events: the first copy in (source_uri, source_line) order wins, whichever run loaded it
+                # and when: the table is a function of the set of sources loaded, not of their order.
+                # Dimensions: the latest load wins, so a changed product name replaces the old one.
+                order = ["source_uri", "source_line"]
+                if self.spec.partition_by is None:
+                    merged = merged.append_column("_old", pa.array(np.r_[np.ones(old.num_rows, bool),
+                                                                        np.zeros(new.num_rows, bool)]))
+                    order = ["_old", *order]
+                first = first_copies(merged, list(self.spec.key), order)
+                merged = merged.select(schema.names)
                 kept_new = int(first[old.num_rows:].sum())
                 lost_old = old.filter(pa.array(~first[: old.num_rows]))
                 if run_sources and lost_old.num_rows:
                     same_run = pa.array(sorted(run_sources), pa.string())
                     evicted = pc.sum(pc.is_in(lost_old["source_uri"], value_set=same_run).cast(pa.int64())).as_py()
                 merged = merged.filter(pa.array(first))
-            _atomic_write(merged, path)
+            _atomic_write(merged.sort_by(_sort_keys(self.spec)), path)
         return kept_new - evicted, new.num_rows - kept_new + evicted
+
+
+def _sort_keys(spec: tables.TableSpec) -> list[tuple[str, str]]:
+    """Rows in event time (then source) order: the same file whatever the load order, and tight Parquet
+    min/max statistics on event_ts for readers that prune row groups."""
+    keys = [c for c in ("event_ts", *spec.key, "source_uri", "source_line") if c in spec.schema.names]
+    return [(c, "ascending") for c in dict.fromkeys(keys)]
 
 
 def _atomic_write(table: pa.Table, path: Path) -> None:
@@ -153,10 +183,7 @@ class MergePartition(beam.DoFn):
 
     def process(self, element):
         (fqn, value), parts = element
-        # Parts arrive in no particular order; in source order the file comes out the same every run,
-        # without sorting (and copying) the rows themselves: each part is already in source order.
-        parts = sorted((p for p in parts if p is not None and p.num_rows),
-                       key=lambda t: (t["source_uri"][0].as_py(), t["source_line"][0].as_py() or 0))
+        parts = [p for p in parts if p is not None and p.num_rows]
         new = pa.concat_tables(parts) if parts else None
         written, dropped = LakeTable(self.root, tables.TABLES[fqn]).merge_partition(value, new, self.sources,
                                                                                    self.run_sources)
@@ -171,8 +198,9 @@ class WriteToBigQueryTables(beam.PTransform):
     """(table fqn, pyarrow.Table) -> BigQuery tables `<project>:<dataset>.<table>` (batch file loads).
 
     Tables are created if missing, partitioned by day on their partition column and clustered as the
-    contract says; the Terraform module provisions the same definitions. Loads append: on BigQuery,
-    dbt's staging models are the place where a replayed event is removed (first copy per event_id).
+    contract says; the Terraform module provisions the same definitions. Event tables and dead letters
+    are appended: on BigQuery a re-run or replay adds rows again, and dbt's staging models keep the first
+    copy per event (the layer where delivery becomes exactly-once). Dimensions are replaced on each load.
     """
 
     def __init__(self, table_ids: dict[str, str], method: str = "FILE_LOADS"):
@@ -200,14 +228,15 @@ class WriteToBigQueryTables(beam.PTransform):
                     additional_bq_parameters=extra,
                     method=self.method,
                     create_disposition="CREATE_IF_NEEDED",
-                    write_disposition="WRITE_APPEND",
+                    write_disposition="WRITE_APPEND" if spec.partition_by else "WRITE_TRUNCATE",
                 )
             )
         return results
 
 
 def bigquery_rows(element):
-    """JSON-ready rows of an Arrow table (timestamps and dates as ISO strings)."""
-    _fqn, table = element
+    """JSON-ready rows of an Arrow table (timestamps and dates as ISO strings), counted as written."""
+    fqn, table = element
+    count(f"rows_written.{fqn}", table.num_rows)
     for row in table.to_pylist():
         yield {k: (v.isoformat() if isinstance(v, (dt.datetime, dt.date)) else v) for k, v in row.items()}

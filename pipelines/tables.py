@@ -91,14 +91,15 @@ LINEAGE = [
     _field("source_line", pa.int64(), True, "1-based line number in source_uri, when read from a file."),
 ]
 PAYLOAD = _field("payload", pa.string(), False, "The raw event exactly as received (JSON text).")
+#: dimension attributes copied onto silver events, typed as the dimension contract says
 ENRICHMENT = {
-    "products": [_field("product_name", pa.string(), True, "From the product dimension."),
-                 _field("category", pa.string(), True, "From the product dimension.")],
-    "stores": [_field("store_name", pa.string(), True, "From the store dimension."),
-               _field("country_code", pa.string(), True, "From the store dimension.")],
+    name: [f.with_metadata({"description": f"From the {name[:-1]} dimension: "
+                                           f"{(f.metadata or {}).get(b'description', b'').decode()}"})
+           for f in struct_fields(contract.DIMENSIONS[name]) if f.name in columns]
+    for name, columns in {"products": ("product_name", "category"), "stores": ("store_name", "country_code")}.items()
 }
 DEAD_LETTER_FIELDS = [
-    _field("failed_at", TIMESTAMP, False, "When the record was dead-lettered (processing time)."),
+    _field("failed_at", TIMESTAMP, False, "Start time of the run that dead-lettered the record."),
     _field("run_id", pa.string(), False, "Pipeline run that dead-lettered it."),
     _field("stage", pa.string(), False, f"Pipeline stage: {', '.join(contract.STAGES)}."),
     _field("reason", pa.string(), False, "Reason code; see pipelines.contract.REASONS."),
@@ -108,7 +109,8 @@ DEAD_LETTER_FIELDS = [
     _field("payload_bytes", pa.int64(), False, "Size of the original payload in bytes."),
     _field("event_id", pa.string(), True, "event_id, when it could be read."),
     _field("event_type", pa.string(), True, "event_type, when it could be read."),
-    _field("event_date", pa.date32(), True, "UTC date of event_ts when it could be read; partition column."),
+    _field("event_date", pa.date32(), True,
+           "UTC date of event_ts when it could be read and is not in the future; partition column."),
     *LINEAGE,
 ]
 
@@ -122,7 +124,10 @@ class TableSpec:
     schema: pa.Schema
     description: str
     partition_by: str | None = None
-    key: tuple[str, ...] = ()  # unique key, used to drop duplicates on write
+    # unique key, used to drop duplicates on write. Events: (event_date, event_id): copies of one event
+    # share its event time, so they meet in one partition; two events that reuse an id on different days
+    # both stay (and dbt's uniqueness test on event_id names them).
+    key: tuple[str, ...] = ()
     cluster_by: tuple[str, ...] = ()
 
     @property
@@ -159,7 +164,7 @@ def _event_tables(entity: str) -> list[TableSpec]:
                   partition_by="event_date", cluster_by=cluster),
         TableSpec("silver", f"{entity}_events", silver,
                   f"Clean {entity} events: valid, deduplicated by event_id, enriched with dimensions.",
-                  partition_by="event_date", key=("event_id",), cluster_by=cluster),
+                  partition_by="event_date", key=("event_date", "event_id"), cluster_by=cluster),
     ]
 
 
@@ -183,6 +188,12 @@ TABLES: dict[str, TableSpec] = {
         _dimension_table("products"),
         _dimension_table("stores"),
     ]
+}
+
+
+#: event table fqn -> entity
+ENTITY_OF_TABLE: dict[str, str] = {
+    f"{layer}.{entity}_events": entity for entity in contract.ENTITY_STRUCT for layer in ("bronze", "silver")
 }
 
 

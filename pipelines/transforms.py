@@ -21,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from apache_beam.io import fileio
+from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.metrics import Metrics
 
 from pipelines import progress, tables
@@ -28,13 +29,17 @@ from pipelines.batches import (
     Dimensions,
     LineChunk,
     RunInfo,
+    dead_letter_table,
     enrich,
     first_copies,
     parse_chunk,
     split_by,
 )
+from pipelines.parsing import Rejection
 
 NAMESPACE = "lakehouse"
+#: what makes two rows copies of one event; the same key the lakehouse merges on
+DEDUPE_KEY = tables.silver_events("order").key
 DEAD_LETTER = "dead_letter"
 CHUNK_LINES = 20_000
 _READ_BLOCK = 8 << 20
@@ -54,33 +59,73 @@ class ReadLineChunks(beam.DoFn):
     """A matched file (fileio.ReadableFile) -> LineChunks of consecutive raw lines, bytes untouched.
 
     Lines are split on b"\\n" only, so invalid UTF-8 or a 5 MB line reaches the validator instead of
-    crashing a text decoder; compressed files (.gz, .bz2, ...) are decompressed by Beam's filesystems.
+    crashing a text decoder; compressed files (.gz, .bz2, ...) are decompressed by Beam's filesystems,
+    except gzip, read with Python's gzip module because Beam's reader ends a truncated file silently. A
+    file that breaks off (truncated or corrupt) keeps the lines read so far and adds one dead letter,
+    `unreadable_file`, for the rest (one input record).
     """
 
-    def __init__(self, chunk_lines: int = CHUNK_LINES):
-        self.chunk_lines = chunk_lines
+    def __init__(self, run: RunInfo | None = None, chunk_lines: int = CHUNK_LINES):
+        self.run, self.chunk_lines = run, chunk_lines
 
     def process(self, readable: fileio.ReadableFile):
         uri = readable.metadata.path
-        first_line, pending, tail = 1, [], b""
-        with readable.open() as f:
-            while block := f.read(_READ_BLOCK):
+        first_line, pending, tail, error = 1, [], [], None
+        try:
+            for block in _blocks(readable):
                 progress.advance(len(block))
                 if first_line == 1 and not pending and not tail:
                     block = block.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte-order mark is not data
-                lines = (tail + block).split(b"\n")
-                tail = lines.pop()
+                end = block.rfind(b"\n")
+                if end < 0:  # no line ends here: keep the pieces, join once (a long line stays linear)
+                    tail.append(block)
+                    continue
+                lines = (b"".join(tail) + block[:end]).split(b"\n")
+                tail = [block[end + 1:]]
                 pending.extend(lines)
                 while len(pending) >= self.chunk_lines:
                     yield LineChunk(uri, first_line, pending[: self.chunk_lines])
                     first_line += self.chunk_lines
                     pending = pending[self.chunk_lines:]
-        if tail:  # a last line without a newline is still a line
-            pending.append(tail)
+        except (EOFError, OSError, zlib.error) as e:
+            if self.run is None:
+                raise
+            error = e
+        if last := b"".join(tail):  # a last line without a newline is still a line
+            pending.append(last)
         if pending:
             yield LineChunk(uri, first_line, pending)
+        lines_read = first_line - 1 + len(pending)
         count("files_read")
-        count("lines_read", first_line - 1 + len(pending))
+        count("lines_read", lines_read + (error is not None))
+        if error is not None:
+            rejection = Rejection("read", "unreadable_file", f"{type(error).__name__}: {error} after "
+                                  f"{lines_read:,} lines; the rest of the file is not loaded")
+            dead = dead_letter_table([(rejection, uri, None, b"")], self.run)
+            count_dead_letters(dead)
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER, (tables.DEAD_LETTER.fqn, dead))
+
+
+def _blocks(readable: fileio.ReadableFile):
+    """The file's bytes in blocks, decompressed; gzip by hand so a truncated file yields all it has."""
+    if not readable.metadata.path.endswith(".gz"):
+        with readable.open() as f:
+            while block := f.read(_READ_BLOCK):
+                yield block
+        return
+    with readable.open(compression_type=CompressionTypes.UNCOMPRESSED) as raw:
+        inflate, fed = zlib.decompressobj(16 + zlib.MAX_WBITS), False
+        while data := raw.read(_READ_BLOCK):
+            while data:
+                fed = True
+                if out := inflate.decompress(data):
+                    yield out
+                if not inflate.eof:
+                    break
+                data = inflate.unused_data  # concatenated gzip members
+                inflate, fed = zlib.decompressobj(16 + zlib.MAX_WBITS), False
+        if fed and not inflate.eof:
+            raise EOFError("compressed file ended before the end-of-stream marker was reached")
 
 
 class ParseEvents(beam.DoFn):
@@ -118,9 +163,9 @@ class GroupByPartition(beam.PTransform):
 
 
 def _key_by_event_id_bucket(element, buckets: int):
-    """(fqn, events) -> ((fqn, bucket), [event_id, source_uri, source_line]) for each bucket present."""
+    """(fqn, events) -> ((fqn, bucket), [event_date, event_id, source_uri, source_line]) per bucket present."""
     fqn, table = element
-    thin = table.select(["event_id", "source_uri", "source_line"])
+    thin = table.select([*DEDUPE_KEY, "source_uri", "source_line"])
     bucket = np.fromiter((zlib.crc32(i.encode()) % buckets for i in thin["event_id"].to_pylist()),
                          dtype=np.int32, count=thin.num_rows)
     for b in np.unique(bucket):
@@ -131,7 +176,7 @@ def _later_copies(element):
     """((fqn, bucket), [thin tables]) -> (fqn, source_uri, source_lines) of every copy but the first."""
     (fqn, _bucket), parts = element
     thin = pa.concat_tables(list(parts))
-    first = first_copies(thin, "event_id", ["source_uri", "source_line"])
+    first = first_copies(thin, list(DEDUPE_KEY), ["source_uri", "source_line"])
     if first.all():
         return
     count("duplicates_removed", int((~first).sum()))
@@ -167,7 +212,7 @@ class DropLaterCopies(beam.DoFn):
 
 
 class DeduplicateEvents(beam.PTransform):
-    """(fqn, events) -> (fqn, events with one row per event_id across the whole run).
+    """(fqn, events) -> (fqn, events with one row per (event_date, event_id) across the whole run).
 
     Only the ids travel through the shuffle: (event_id, source_uri, source_line) rows are hash-partitioned
     by event_id into `buckets`, every copy after the first (in source order) is named, and the named rows
@@ -192,8 +237,8 @@ class EnrichEvents(beam.DoFn):
     """(bronze fqn, valid events) -> (silver fqn, events with dimension attributes).
 
     An event whose store or product is not in the dimensions leaves, tagged `dead_letter`, with its
-    original payload. Runs before deduplication, fused with parsing, so the payload column never has
-    to travel through a shuffle a second time.
+    original payload, which only the bronze rows carry: so this runs before deduplication, fused with
+    parsing, while the payload is at hand. (Every copy of such an event is a dead letter.)
     """
 
     def __init__(self, run: RunInfo):
@@ -201,7 +246,7 @@ class EnrichEvents(beam.DoFn):
 
     def process(self, element, dims: Dimensions):
         fqn, table = element
-        entity = fqn.split(".", 1)[1].removesuffix("_events")
+        entity = tables.ENTITY_OF_TABLE[fqn]
         silver, rejects = enrich(table, entity, dims, self.run)
         if silver.num_rows:
             yield tables.silver_events(entity).fqn, silver
