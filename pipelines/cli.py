@@ -34,6 +34,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from pipelines import landing
 from pipelines.config import get_settings
 
 app = typer.Typer(help="Real-time demand-forecasting lakehouse: simulate, import, backfill, query.",
@@ -245,7 +246,7 @@ def demo(
         console.print(f"[yellow]{retail_csv} not found: skipping the real-history import[/]")
     for n, (label, folder) in enumerate(sources, 3):
         out.rule(f"{n}. Backfill {label} through the Beam pipeline")
-        backfill(input=str(folder / "events" / "*.jsonl*"), dims=str(folder / "dims"), runner="DirectRunner",
+        backfill(input=landing.events_glob(folder), dims=str(folder / landing.DIMS_DIR), runner="DirectRunner",
                  beam_arg=None, workers=0, verbose=False)
     out.rule("The lakehouse")
     summary()

@@ -57,9 +57,6 @@ class Settings(BaseSettings):
     def runs_dir(self) -> Path:
         return self.lake_dir / "runs"
 
-    def table_dir(self, layer: str, name: str) -> Path:
-        return self.lake_dir / layer / name
-
     def dataset(self, layer: str) -> str:
         return {
             "bronze": self.bronze_dataset,

@@ -74,6 +74,27 @@ class LakeTable:
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
+    def read_partition(self, value: str | None) -> pa.Table:
+        """A partition's rows with the full schema (the partition column comes from the path)."""
+        table = pq.read_table(self.partition_file(value), schema=self._file_schema)
+        if self.spec.partition_by is None:
+            return table
+        field = self.spec.schema.field(self.spec.partition_by)
+        column = pa.array([value] * table.num_rows, pa.string()).cast(field.type)
+        return table.append_column(field, column).select(self.spec.schema.names)
+
+    def write_partition(self, value: str | None, table: pa.Table) -> None:
+        """Replace a partition's file atomically; as in Hive, the partition column lives in the path only."""
+        if self.spec.partition_by is not None:
+            table = table.drop_columns([self.spec.partition_by])
+        _atomic_write(table, self.partition_file(value))
+
+    @property
+    def _file_schema(self) -> pa.Schema:
+        if self.spec.partition_by is None:
+            return self.spec.schema
+        return self.spec.schema.remove(self.spec.schema.get_field_index(self.spec.partition_by))
+
     def remove_sources(self, sources: frozenset[str]) -> int:
         """Delete every row that came from `sources`, partition by partition; returns the rows removed."""
         removed = 0
@@ -83,10 +104,10 @@ class LakeTable:
             if not pc.any(pc.is_in(pq.read_table(path, columns=["source_uri"])["source_uri"], value_set)).as_py():
                 continue
             with self.lock():
-                table = pq.read_table(path, schema=self.spec.schema)
+                table = self.read_partition(value)
                 ours = pc.is_in(table["source_uri"], value_set)
                 removed += pc.sum(ours.cast(pa.int64())).as_py()
-                _atomic_write(table.filter(pc.invert(ours)), path)
+                self.write_partition(value, table.filter(pc.invert(ours)))
         return removed
 
     def merge_partition(self, value: str | None, new: pa.Table | None, sources: frozenset[str],
@@ -101,7 +122,7 @@ class LakeTable:
         new = new.select(schema.names).cast(schema) if new is not None else schema.empty_table()
         with self.lock():
             if path.exists():
-                old = pq.read_table(path, schema=schema)
+                old = self.read_partition(value)
                 from_these = pc.is_in(old["source_uri"], value_set=pa.array(sorted(sources), pa.string()))
                 if new.num_rows == 0 and not pc.any(from_these).as_py():
                     return 0, 0  # nothing of ours here: leave the file alone
@@ -128,7 +149,7 @@ class LakeTable:
                     same_run = pa.array(sorted(run_sources), pa.string())
                     evicted = pc.sum(pc.is_in(lost_old["source_uri"], value_set=same_run).cast(pa.int64())).as_py()
                 merged = merged.filter(pa.array(first))
-            _atomic_write(merged.sort_by(_sort_keys(self.spec)), path)
+            self.write_partition(value, merged.sort_by(_sort_keys(self.spec)))
         return kept_new - evicted, new.num_rows - kept_new + evicted
 
 

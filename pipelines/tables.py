@@ -1,7 +1,7 @@
 """The tables the pipelines write, derived from the event contract: names, Arrow and BigQuery schemas.
 
     from pipelines.tables import TABLES
-    TABLES["silver.order_events"].arrow_schema      # pyarrow.Schema (Parquet locally)
+    TABLES["silver.order_events"].schema            # pyarrow.Schema (Parquet locally)
     TABLES["silver.order_events"].bigquery_schema() # [{"name", "type", "mode", "description"}]
 
 `lakehouse schemas --out schemas/bigquery` writes the BigQuery schemas as JSON for Terraform and dbt;
@@ -133,10 +133,6 @@ class TableSpec:
     @property
     def fqn(self) -> str:
         return f"{self.layer}.{self.name}"
-
-    @property
-    def arrow_schema(self) -> pa.Schema:
-        return self.schema
 
     def bigquery_schema(self) -> list[dict[str, Any]]:
         return [

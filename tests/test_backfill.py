@@ -91,6 +91,11 @@ def test_simulated_run_reconciles_with_what_the_producer_wrote(sim_dir, tmp_path
     late = query(settings, "select count(*) from silver.order_events where event_date <> "
                            "cast(regexp_extract(source_uri, '(\\d{4}-\\d{2}-\\d{2})\\.jsonl', 1) as date)")[0][0]
     assert late > 0
+    # hive layout: other readers (pyarrow, polars, Spark) find the partition column in the path
+    import pyarrow.dataset as ds
+
+    orders = ds.dataset(settings.lake_dir / "silver" / "order_events", format="parquet", partitioning="hive")
+    assert orders.count_rows() == query(settings, "select count(*) from silver.order_events")[0][0]
     # the run left a record the ops view reads
     runs = query(settings, "select run_id, lines_read, reconciles from ops.pipeline_runs")
     assert runs == [(result.run_id, manifest["lines_total"], True)]
