@@ -171,10 +171,12 @@ def run(
                     counters[name] = counters.get(name, 0) + n
     result = BackfillResult(run_id, input_pattern, len(paths), time.perf_counter() - started, counters)
     if not to_bigquery:
-        result.record_path = write_run_record(settings, result, now)
         from pipelines import warehouse  # duckdb is a local-only dependency
 
+        result.record_path = write_run_record(settings, result, now)
         result.views_refreshed = warehouse.refresh_views(settings)
+        if not result.views_refreshed:
+            write_run_record(settings, result, now)
         if not result.views_refreshed:
             log.warning("warehouse.duckdb stayed locked by another process: its views of tables loaded for the "
                         "first time are not updated yet; `lakehouse summary` updates them later")
@@ -271,6 +273,7 @@ def write_run_record(settings: Settings, result: BackfillResult, started_at: dt.
         "dead_letters": sum(result.dead_letters.values()),
         "dead_letters_by_reason": result.dead_letters,
         "reconciles": result.reconciles,
+        "views_refreshed": result.views_refreshed,
         "counters": result.counters,
     }
     path.write_text(json.dumps(record, indent=2) + "\n")

@@ -33,6 +33,8 @@ from pipelines.batches import first_copies
 from pipelines.transforms import count, key_by_partition
 
 HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
+#: (nearly) unique per row: a Parquet dictionary only costs time there (measured ~15% of a bronze write)
+_NO_DICTIONARY = frozenset({"event_id", "event_ts", "payload", "detail", "order_id", "customer_id", "source_line"})
 EVENT_TABLES = frozenset(tables.silver_events(entity).fqn for entity in ("order", "inventory"))
 DATA_FILE = "data.parquet"
 
@@ -164,7 +166,8 @@ def _atomic_write(table: pa.Table, path: Path) -> None:
     if not path.parent.is_dir():
         path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    pq.write_table(table, tmp, compression="zstd", write_statistics=True)
+    dictionary = [c for c in table.column_names if c not in _NO_DICTIONARY]
+    pq.write_table(table, tmp, compression="zstd", use_dictionary=dictionary, write_statistics=True)
     os.replace(tmp, path)
 
 
