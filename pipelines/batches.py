@@ -208,17 +208,17 @@ def _values(record):
 
 
 def enrich(bronze: pa.Table, entity: str, dims: Dimensions, run: RunInfo) -> tuple[pa.Table, pa.Table | None]:
-    """Join dimension attributes onto events; unknown stores/products become dead letters."""
+    """Look up dimension attributes for each event (rows keep their order); unknown keys become dead letters."""
     silver_schema = tables.silver_events(entity).schema
-    product_cols = [f.name for f in tables.ENRICHMENT["products"]]
-    store_cols = [f.name for f in tables.ENRICHMENT["stores"]]
-    joined = bronze.join(dims.products.select(["product_id", *product_cols]), "product_id", join_type="left outer",
-                         use_threads=False)
-    joined = joined.join(dims.stores.select(["store_id", *store_cols]), "store_id", join_type="left outer",
-                         use_threads=False)
-    unknown_store = pc.is_null(joined["store_name"])
-    unknown_product = pc.is_null(joined["product_name"])
-    bad = pc.or_(unknown_store, unknown_product)
+    joined, found = bronze, {}
+    for name, key in contract.DIMENSION_KEYS.items():
+        dim = getattr(dims, name)
+        position = pc.index_in(bronze[key], value_set=dim[key])  # null where the key is unknown
+        found[name] = pc.is_valid(position)
+        for attribute in tables.ENRICHMENT[name]:
+            joined = joined.append_column(attribute.name, dim[attribute.name].take(position))
+    unknown_store = pc.invert(found["stores"])
+    bad = pc.or_(unknown_store, pc.invert(found["products"]))
     silver = joined.filter(pc.invert(bad)).select(silver_schema.names).cast(silver_schema)
     if not pc.any(bad).as_py():
         return silver, None
