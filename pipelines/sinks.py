@@ -134,10 +134,11 @@ class LakeTable:
                     return 0, 0
                 old = schema.empty_table()
             merged, kept_new, evicted = pa.concat_tables([old, new]), new.num_rows, 0
-            if self.spec.key and new.num_rows:
-                # Events: the first copy in (source_uri, source_line) order wins, whichever run loaded it
-                # and when: the table is a function of the set of sources loaded, not of their order.
-                # Dimensions: the latest load wins, so a changed product name replaces the old one.
+            # New rows alone are unique already (the pipeline deduplicates, dimension keys are checked on
+            # load), so only a merge with old rows needs the key. Events: the first copy in (source_uri,
+            # source_line) order wins, whichever run loaded it and when: the table is a function of the set
+            # of sources loaded, not of their order. Dimensions: the latest load wins.
+            if self.spec.key and new.num_rows and old.num_rows:
                 order = ["source_uri", "source_line"]
                 if self.spec.partition_by is None:
                     merged = merged.append_column("_old", pa.array(np.r_[np.ones(old.num_rows, bool),
@@ -158,7 +159,8 @@ class LakeTable:
 def _sort_keys(spec: tables.TableSpec) -> list[tuple[str, str]]:
     """Rows in event time (then source) order: the same file whatever the load order, and tight Parquet
     min/max statistics on event_ts for readers that prune row groups."""
-    keys = [c for c in ("event_ts", *spec.key, "source_uri", "source_line") if c in spec.schema.names]
+    first = ["event_ts"] if "event_ts" in spec.schema.names else list(spec.key)
+    keys = [*first, "source_uri", "source_line"]  # (source_uri, source_line) is unique: a total order
     return [(c, "ascending") for c in dict.fromkeys(keys)]
 
 
