@@ -158,7 +158,8 @@ def run(
         for spec in tables.TABLES.values():
             LakeTable(settings.lake_dir, spec).remove_sources(frozenset(run_paths))
     jobs = [Shard(shard, dim_rows if i == 0 else [], run_paths) for i, shard in enumerate(shards)]
-    args = (dims, settings, runner, beam_args or [], run_info, sink)
+    args = (dims, settings, runner, cloud_options(settings, beam_args or []) if to_bigquery else beam_args or [],
+            run_info, sink)
     if len(jobs) == 1:
         counters = run_shard(jobs[0], *args)
     else:
@@ -185,6 +186,18 @@ def run(
                          "silver_rows": result.silver_rows, "duplicates": result.duplicates,
                          "dead_letters": result.dead_letters, "reconciles": result.reconciles}))
     return result
+
+
+def cloud_options(settings: Settings, beam_args: list[str]) -> list[str]:
+    """Beam options for Dataflow from the settings, unless given: project, region, temp location, and
+    this distribution (setup.py) so workers install the `pipelines` package with its `beam` extra."""
+    given = {arg.split("=", 1)[0].lstrip("-") for arg in beam_args}
+    defaults = {"project": settings.gcp_project, "region": settings.gcp_region,
+                "temp_location": f"gs://{settings.gcs_bucket}/dataflow/tmp" if settings.gcs_bucket else None}
+    setup_file = Path(__file__).resolve().parents[1] / "setup.py"
+    if setup_file.exists():
+        defaults["setup_file"] = str(setup_file)
+    return [*beam_args, *(f"--{k}={v}" for k, v in defaults.items() if v and k not in given)]
 
 
 @dataclass

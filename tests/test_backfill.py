@@ -350,3 +350,31 @@ def test_the_command_line(sim_dir, tmp_path, monkeypatch):
     assert answer.exit_code == 0 and "3" in answer.output, answer.output
     missing = cli.invoke(app, ["backfill", "--input", str(tmp_path / "none" / "*.jsonl"), "--dims", "x"])
     assert missing.exit_code == 2 and "no input files match" in missing.output
+
+
+def test_dataflow_options_come_from_the_settings():
+    settings = Settings(environment="gcp", gcp_project="retail-lake", gcs_bucket="retail-lake-landing")
+    options = backfill.cloud_options(settings, ["--region=us-east1", "--max_num_workers=5"])
+    assert options[:2] == ["--region=us-east1", "--max_num_workers=5"]
+    assert "--project=retail-lake" in options and "--region=europe-west2" not in options
+    assert "--temp_location=gs://retail-lake-landing/dataflow/tmp" in options
+    assert any(o.startswith("--setup_file=") and o.endswith("setup.py") for o in options)
+    assert settings.bigquery_table("silver", "order_events") == "retail-lake:silver.order_events"
+
+
+def test_the_bigquery_sink_builds_one_load_per_table_without_calling_google():
+    import apache_beam as beam
+
+    from pipelines.sinks import WriteToBigQueryTables
+
+    p = beam.Pipeline()
+    ids = {fqn: f"retail-lake:{spec.layer}.{spec.name}" for fqn, spec in tables.TABLES.items()}
+    p | beam.Create([("silver.order_events", tables.TABLES["silver.order_events"].empty())]) | WriteToBigQueryTables(ids)
+    writes = {t.full_label.rsplit(" ", 1)[1]: t.transform for t in p.transforms_stack[0].parts[-1].parts
+              if t.full_label.startswith("WriteToBigQueryTables/Write ")}
+    assert set(writes) == set(tables.TABLES)
+    orders = writes["silver.order_events"]
+    assert orders.write_disposition == "WRITE_APPEND" and orders.create_disposition == "CREATE_IF_NEEDED"
+    assert orders.additional_bq_parameters == {"timePartitioning": {"type": "DAY", "field": "event_date"},
+                                               "clustering": {"fields": ["store_id", "product_id"]}}
+    assert writes["silver.products"].write_disposition == "WRITE_TRUNCATE"
