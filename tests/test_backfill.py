@@ -369,7 +369,8 @@ def test_the_bigquery_sink_builds_one_load_per_table_without_calling_google():
 
     p = beam.Pipeline()
     ids = {fqn: f"retail-lake:{spec.layer}.{spec.name}" for fqn, spec in tables.TABLES.items()}
-    p | beam.Create([("silver.order_events", tables.TABLES["silver.order_events"].empty())]) | WriteToBigQueryTables(ids)
+    orders_table = tables.TABLES["silver.order_events"].empty()
+    p | beam.Create([("silver.order_events", orders_table)]) | WriteToBigQueryTables(ids)
     writes = {t.full_label.rsplit(" ", 1)[1]: t.transform for t in p.transforms_stack[0].parts[-1].parts
               if t.full_label.startswith("WriteToBigQueryTables/Write ")}
     assert set(writes) == set(tables.TABLES)
