@@ -97,13 +97,17 @@ class LakeTable:
             return self.spec.schema
         return self.spec.schema.remove(self.spec.schema.get_field_index(self.spec.partition_by))
 
+    def _holds_any(self, value: str | None, sources: pa.Array) -> bool:
+        """Whether the partition has rows from `sources` (reads one column only)."""
+        uris = pq.read_table(self.partition_file(value), columns=["source_uri"])["source_uri"]
+        return pc.any(pc.is_in(uris, value_set=sources)).as_py() or False
+
     def remove_sources(self, sources: frozenset[str]) -> int:
         """Delete every row that came from `sources`, partition by partition; returns the rows removed."""
         removed = 0
         value_set = pa.array(sorted(sources), pa.string())
         for value in self.partitions():
-            path = self.partition_file(value)
-            if not pc.any(pc.is_in(pq.read_table(path, columns=["source_uri"])["source_uri"], value_set)).as_py():
+            if not self._holds_any(value, value_set):
                 continue
             with self.lock():
                 table = self.read_partition(value)
@@ -124,11 +128,11 @@ class LakeTable:
         new = new.select(schema.names).cast(schema) if new is not None else schema.empty_table()
         with self.lock():
             if path.exists():
+                ours = pa.array(sorted(sources), pa.string())
+                if new.num_rows == 0 and not self._holds_any(value, ours):
+                    return 0, 0  # a sweep, and nothing of ours here: leave the file alone
                 old = self.read_partition(value)
-                from_these = pc.is_in(old["source_uri"], value_set=pa.array(sorted(sources), pa.string()))
-                if new.num_rows == 0 and not pc.any(from_these).as_py():
-                    return 0, 0  # nothing of ours here: leave the file alone
-                old = old.filter(pc.invert(from_these))
+                old = old.filter(pc.invert(pc.is_in(old["source_uri"], value_set=ours)))
             else:
                 if new.num_rows == 0:
                     return 0, 0
