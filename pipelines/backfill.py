@@ -163,13 +163,17 @@ def run(
     if len(jobs) == 1:
         counters = run_shard(jobs[0], *args)
     else:
-        counters = {}
-        ctx = mp.get_context("spawn")  # forking a process that runs threads (Beam, the CLI) is unsafe
-        with ProcessPoolExecutor(len(jobs), mp_context=ctx, initializer=progress.attach,
+        # This process runs the first shard itself while the others start up (a new process spends a
+        # few seconds importing Beam); forking a process that runs threads (Beam, the CLI) is unsafe.
+        ctx = mp.get_context("spawn")
+        with ProcessPoolExecutor(len(jobs) - 1, mp_context=ctx, initializer=progress.attach,
                                  initargs=(progress.share(ctx),)) as pool:
-            for shard_counters in pool.map(run_shard, jobs, *([a] * len(jobs) for a in args)):
-                for name, n in shard_counters.items():
-                    counters[name] = counters.get(name, 0) + n
+            others = [pool.submit(run_shard, job, *args) for job in jobs[1:]]
+            results = [run_shard(jobs[0], *args), *(future.result() for future in others)]
+        counters = {}
+        for shard_counters in results:
+            for name, n in shard_counters.items():
+                counters[name] = counters.get(name, 0) + n
     result = BackfillResult(run_id, input_pattern, len(paths), time.perf_counter() - started, counters)
     if not to_bigquery:
         from pipelines import warehouse  # duckdb is a local-only dependency
