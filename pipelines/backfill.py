@@ -255,7 +255,9 @@ def run_shard(shard: Shard, dims: Dimensions, settings: Settings, runner: str, b
             | "ReadLineChunks" >> beam.ParDo(ReadLineChunks(run_info)).with_outputs(DEAD_LETTER, main="chunks")
         )
         unreadable = chunks[DEAD_LETTER]
-        chunks = chunks.chunks | "SpreadChunks" >> beam.Reshuffle()  # on Dataflow: a big file, many workers
+        chunks = chunks.chunks
+        if isinstance(sink, dict):  # on Dataflow: spread one big file's chunks over many workers
+            chunks = chunks | "SpreadChunks" >> beam.Reshuffle()
         dims_side = beam.pvalue.AsSingleton(p | "DimensionsSideInput" >> beam.Create([dims]))
         processed = chunks | "ProcessEvents" >> ProcessEvents(run_info, dims_side)
         dim_tables = p | "DimensionRows" >> beam.Create(shard.dim_rows)
