@@ -160,29 +160,15 @@ def run(
     jobs = [Shard(shard, dim_rows if i == 0 else [], run_paths) for i, shard in enumerate(shards)]
     args = (dims, settings, runner, cloud_options(settings, beam_args or []) if to_bigquery else beam_args or [],
             run_info, sink)
-    if len(jobs) == 1:
-        counters = run_shard(jobs[0], *args)
-    else:
-        # This process runs the first shard itself while the others start up (a new process spends a
-        # few seconds importing Beam); forking a process that runs threads (Beam, the CLI) is unsafe.
-        ctx = mp.get_context("spawn")
-        with ProcessPoolExecutor(len(jobs) - 1, mp_context=ctx, initializer=progress.attach,
-                                 initargs=(progress.share(ctx),)) as pool:
-            others = [pool.submit(run_shard, job, *args) for job in jobs[1:]]
-            results = [run_shard(jobs[0], *args), *(future.result() for future in others)]
-        counters = {}
-        for shard_counters in results:
-            for name, n in shard_counters.items():
-                counters[name] = counters.get(name, 0) + n
+    counters = run_shards(jobs, args)
     result = BackfillResult(run_id, input_pattern, len(paths), time.perf_counter() - started, counters)
     if not to_bigquery:
         from pipelines import warehouse  # duckdb is a local-only dependency
 
-        result.record_path = write_run_record(settings, result, now)
+        result.record_path = write_run_record(settings, result, now)  # first: the ops view reads it
         result.views_refreshed = warehouse.refresh_views(settings)
         if not result.views_refreshed:
             write_run_record(settings, result, now)
-        if not result.views_refreshed:
             log.warning("warehouse.duckdb stayed locked by another process: its views of tables loaded for the "
                         "first time are not updated yet; `lakehouse summary` updates them later")
     log.info(json.dumps({"event": "backfill_finished", "run_id": run_id, "files": len(paths),
@@ -190,6 +176,24 @@ def run(
                          "silver_rows": result.silver_rows, "duplicates": result.duplicates,
                          "dead_letters": result.dead_letters, "reconciles": result.reconciles}))
     return result
+
+
+def run_shards(jobs: list[Shard], args: tuple) -> dict[str, int]:
+    """Run every shard's pipeline; counters added up. This process runs the first shard itself while the
+    others start (a new process spends a few seconds importing Beam). Processes are spawned: forking a
+    process that runs threads (Beam, the CLI's progress bar) is unsafe."""
+    if len(jobs) == 1:
+        return run_shard(jobs[0], *args)
+    ctx = mp.get_context("spawn")
+    with ProcessPoolExecutor(len(jobs) - 1, mp_context=ctx, initializer=progress.attach,
+                             initargs=(progress.share(ctx),)) as pool:
+        others = [pool.submit(run_shard, job, *args) for job in jobs[1:]]
+        results = [run_shard(jobs[0], *args), *(future.result() for future in others)]
+    counters: dict[str, int] = {}
+    for shard_counters in results:
+        for name, n in shard_counters.items():
+            counters[name] = counters.get(name, 0) + n
+    return counters
 
 
 def cloud_options(settings: Settings, beam_args: list[str]) -> list[str]:
