@@ -14,7 +14,6 @@ Settings come from the environment (see pipelines.config), e.g. LAKEHOUSE_HOME=/
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import os
 import threading
@@ -293,9 +292,19 @@ def print_backfill(result) -> None:
 
 
 def _print_manifest(manifest: dict, folder: Path) -> None:
-    keys = [k for k in manifest if isinstance(manifest[k], (int, float, str)) and not isinstance(manifest[k], bool)]
-    out.print(f"wrote [bold]{folder}[/]: " + ", ".join(f"{k}={manifest[k]}" for k in keys[:12]))
-    (folder / "manifest.json").exists() or out.print(json.dumps(manifest, default=str)[:500])
+    """The producer's headline counts (the full manifest is in FOLDER/manifest.json)."""
+    shown = ["lines_total", "events_valid", "duplicates", "late_events", "bad_lines", "rows_read",
+             "rows_outside_range", "events_written", "duplicates_expected", "products", "stores"]
+    counts = []
+    for key in shown:
+        value = manifest.get(key)
+        if isinstance(value, dict):  # e.g. {"kind": n}
+            value = sum(v for v in value.values() if isinstance(v, int))
+        elif isinstance(value, list):
+            value = len(value)
+        if isinstance(value, int):
+            counts.append(f"{key.replace('_', ' ')} {value:,}")
+    out.print(f"wrote [bold]{folder}[/] ({folder / 'manifest.json'}): " + ", ".join(counts))
 
 
 if __name__ == "__main__":
