@@ -132,8 +132,9 @@ def run(
     for inputs over 64 MB; the CLI does), each run by the DirectRunner in its own process: the
     DirectRunner executes a pipeline on one core. More than one worker starts processes with `spawn`, so
     a calling script needs the usual `if __name__ == "__main__":` guard. Shards cannot clobber or
-    double count each other: rows of the run's files are cleared from the lakehouse before they start,
-    partition writes take a lock and merge by key, and the first copy in source order wins.
+    double count each other: each replaces only its own files' rows, partition writes take a lock and
+    merge by key, and the first copy in source order wins. A failed run leaves every partition it did
+    not reach as it was.
     """
     started = time.perf_counter()
     now = now or dt.datetime.now(dt.timezone.utc)
@@ -153,14 +154,18 @@ def run(
         sink = [(spec.fqn, value) for spec in tables.TABLES.values()
                 for value in LakeTable(settings.lake_dir, spec).partitions()]
         shards = plan_shards(paths, 1 if mp.current_process().daemon else workers)  # daemons have no children
-    run_paths = paths if len(shards) > 1 else []
-    if run_paths:  # so that any row of a run file met during the run was written by a sibling shard
-        for spec in tables.TABLES.values():
-            LakeTable(settings.lake_dir, spec).remove_sources(frozenset(run_paths))
-    jobs = [Shard(shard, dim_rows if i == 0 else [], run_paths) for i, shard in enumerate(shards)]
+    jobs = [Shard(shard, dim_rows if i == 0 else []) for i, shard in enumerate(shards)]
     args = (dims, settings, runner, cloud_options(settings, beam_args or []) if to_bigquery else beam_args or [],
             run_info, sink)
     counters = run_shards(jobs, args)
+    if len(jobs) > 1:
+        # Shards merge into shared partitions in no fixed order, so which shard's copy of an event won is
+        # only known at the end: count this run's silver rows in the lakehouse, the rest were copies.
+        for entity in contract.ENTITY_STRUCT:
+            spec = tables.silver_events(entity)
+            counters[f"rows_written.{spec.fqn}"] = LakeTable(settings.lake_dir, spec).count_from(frozenset(paths))
+        counters["duplicates_removed"] = counters.get("enriched", 0) - sum(
+            counters[f"rows_written.{tables.silver_events(e).fqn}"] for e in contract.ENTITY_STRUCT)
     result = BackfillResult(run_id, input_pattern, len(paths), time.perf_counter() - started, counters)
     if not to_bigquery:
         from pipelines import warehouse  # duckdb is a local-only dependency
@@ -214,7 +219,6 @@ class Shard:
 
     paths: list[str]
     dim_rows: list[tuple[str, pa.Table]]
-    run_paths: list[str]  # every file of the run (all shards)
 
 
 def default_workers(paths: list[str], runner: str) -> int:
@@ -272,7 +276,7 @@ def run_shard(shard: Shard, dims: Dimensions, settings: Settings, runner: str, b
             outputs | "WriteBigQuery" >> WriteToBigQueryTables(sink)
         else:  # existing lakehouse partitions; the lakehouse merges by key, so a replay never double counts
             sources = [*shard.paths, *(uri for _, t in shard.dim_rows for uri in t["source_uri"].unique().to_pylist())]
-            outputs | "WriteLakehouse" >> WriteToLakehouse(settings.lake_dir, sources, sink, shard.run_paths)
+            outputs | "WriteLakehouse" >> WriteToLakehouse(settings.lake_dir, sources, sink)
     counters: dict[str, int] = {}
     for r in p.result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))["counters"]:
         # one counter name may be incremented by several steps: add them up

@@ -102,27 +102,17 @@ class LakeTable:
         uris = pq.read_table(self.partition_file(value), columns=["source_uri"])["source_uri"]
         return pc.any(pc.is_in(uris, value_set=sources)).as_py() or False
 
-    def remove_sources(self, sources: frozenset[str]) -> int:
-        """Delete every row that came from `sources`, partition by partition; returns the rows removed."""
-        removed = 0
+    def count_from(self, sources: frozenset[str]) -> int:
+        """Rows that came from `sources` (reads one column per partition)."""
         value_set = pa.array(sorted(sources), pa.string())
-        for value in self.partitions():
-            if not self._holds_any(value, value_set):
-                continue
-            with self.lock():
-                table = self.read_partition(value)
-                ours = pc.is_in(table["source_uri"], value_set)
-                removed += pc.sum(ours.cast(pa.int64())).as_py()
-                self.write_partition(value, table.filter(pc.invert(ours)))
-        return removed
+        return sum(
+            pc.sum(pc.is_in(pq.read_table(self.partition_file(value), columns=["source_uri"])["source_uri"],
+                            value_set=value_set).cast(pa.int64())).as_py() or 0
+            for value in self.partitions()
+        )
 
-    def merge_partition(self, value: str | None, new: pa.Table | None, sources: frozenset[str],
-                        run_sources: frozenset[str] = frozenset()) -> tuple[int, int]:
-        """Replace this partition's rows from `sources` with `new`; returns (net rows added, copies dropped).
-
-        `run_sources` are all files of the run when it is split into shards: a row another shard of the
-        same run wrote, and that loses to a copy here, is counted as this run's duplicate, not as a row.
-        """
+    def merge_partition(self, value: str | None, new: pa.Table | None, sources: frozenset[str]) -> tuple[int, int]:
+        """Replace this partition's rows from `sources` with `new`; returns (new rows kept, copies dropped)."""
         path = self.partition_file(value)
         schema = self.spec.schema
         new = new.select(schema.names).cast(schema) if new is not None else schema.empty_table()
@@ -137,7 +127,7 @@ class LakeTable:
                 if new.num_rows == 0:
                     return 0, 0
                 old = schema.empty_table()
-            merged, kept_new, evicted = pa.concat_tables([old, new]), new.num_rows, 0
+            merged, kept_new = pa.concat_tables([old, new]), new.num_rows
             # New rows alone are unique already (the pipeline deduplicates, dimension keys are checked on
             # load), so only a merge with old rows needs the key. Events: the first copy in (source_uri,
             # source_line) order wins, whichever run loaded it and when: the table is a function of the set
@@ -151,13 +141,9 @@ class LakeTable:
                 first = first_copies(merged, list(self.spec.key), order)
                 merged = merged.select(schema.names)
                 kept_new = int(first[old.num_rows:].sum())
-                lost_old = old.filter(pa.array(~first[: old.num_rows]))
-                if run_sources and lost_old.num_rows:
-                    same_run = pa.array(sorted(run_sources), pa.string())
-                    evicted = pc.sum(pc.is_in(lost_old["source_uri"], value_set=same_run).cast(pa.int64())).as_py()
                 merged = merged.filter(pa.array(first))
             self.write_partition(value, merged.sort_by(_sort_keys(self.spec)))
-        return kept_new - evicted, new.num_rows - kept_new + evicted
+        return kept_new, new.num_rows - kept_new
 
 
 def _sort_keys(spec: tables.TableSpec) -> list[tuple[str, str]]:
@@ -184,11 +170,9 @@ class WriteToLakehouse(beam.PTransform):
     (fqn, partition) pairs already on disk, so partitions this run no longer produces are swept too.
     """
 
-    def __init__(self, root: Path, sources: Iterable[str], existing: Iterable[tuple[str, str | None]] = (),
-                 run_sources: Iterable[str] = ()):
+    def __init__(self, root: Path, sources: Iterable[str], existing: Iterable[tuple[str, str | None]] = ()):
         super().__init__()
         self.root, self.sources, self.existing = Path(root), frozenset(sources), list(existing)
-        self.run_sources = frozenset(run_sources)
 
     def expand(self, pcoll):
         keyed = pcoll | "KeyByPartition" >> beam.FlatMap(key_by_partition)
@@ -201,22 +185,21 @@ class WriteToLakehouse(beam.PTransform):
             (keyed, sweep)
             | "WithExistingPartitions" >> beam.Flatten()
             | "GroupByPartition" >> beam.GroupByKey()
-            | "MergeIntoPartition" >> beam.ParDo(MergePartition(self.root, self.sources, self.run_sources))
+            | "MergeIntoPartition" >> beam.ParDo(MergePartition(self.root, self.sources))
         )
 
 
 class MergePartition(beam.DoFn):
     """((fqn, partition), [tables or None]) -> the partition file rewritten; yields (fqn, partition, rows)."""
 
-    def __init__(self, root: Path, sources: frozenset[str], run_sources: frozenset[str] = frozenset()):
-        self.root, self.sources, self.run_sources = root, sources, run_sources
+    def __init__(self, root: Path, sources: frozenset[str]):
+        self.root, self.sources = root, sources
 
     def process(self, element):
         (fqn, value), parts = element
         parts = [p for p in parts if p is not None and p.num_rows]
         new = pa.concat_tables(parts) if parts else None
-        written, dropped = LakeTable(self.root, tables.TABLES[fqn]).merge_partition(value, new, self.sources,
-                                                                                   self.run_sources)
+        written, dropped = LakeTable(self.root, tables.TABLES[fqn]).merge_partition(value, new, self.sources)
         count(f"rows_written.{fqn}", written)
         if dropped:  # a dimension row defined again by another file is not an event duplicate
             count("duplicates_removed" if fqn in EVENT_TABLES else f"rows_superseded.{fqn}", dropped)

@@ -248,6 +248,7 @@ class EnrichEvents(beam.DoFn):
         fqn, table = element
         entity = tables.ENTITY_OF_TABLE[fqn]
         silver, rejects = enrich(table, entity, dims, self.run)
+        count("enriched", silver.num_rows)
         if silver.num_rows:
             yield tables.silver_events(entity).fqn, silver
         if rejects is not None:

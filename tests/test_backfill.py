@@ -379,3 +379,21 @@ def test_the_bigquery_sink_builds_one_load_per_table_without_calling_google():
     assert orders.additional_bq_parameters == {"timePartitioning": {"type": "DAY", "field": "event_date"},
                                                "clustering": {"fields": ["store_id", "product_id"]}}
     assert writes["silver.products"].write_disposition == "WRITE_TRUNCATE"
+
+
+def test_a_failed_sharded_rerun_loses_nothing(sim_dir, tmp_path, monkeypatch):
+    settings = settings_for(tmp_path)
+    run(sim_dir, settings)
+    counts = "select (select count(*) from silver.order_events), (select count(*) from bronze.order_events)"
+    before = query(settings, counts)
+    real = backfill.run_shard
+
+    def first_shard_dies(shard, *args):
+        if shard.dim_rows:  # the shard this process runs itself
+            raise MemoryError("stand-in for an OOM or Ctrl-C")
+        return real(shard, *args)
+
+    monkeypatch.setattr(backfill, "run_shard", first_shard_dies)
+    with pytest.raises(MemoryError):
+        run(sim_dir, settings, workers=2)
+    assert query(settings, counts) == before
