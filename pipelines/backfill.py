@@ -18,6 +18,7 @@ import multiprocessing as mp
 import os
 import time
 import uuid
+from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,7 +72,7 @@ class BackfillResult:
 
     @property
     def silver_rows(self) -> int:
-        return sum(self.get(f"rows_written.{tables.silver_events(e).fqn}") for e in contract.ENTITY_STRUCT)
+        return sum(self.get(f"rows_written.{fqn}") for fqn in tables.SILVER_EVENTS)
 
     @property
     def duplicates(self) -> int:
@@ -161,11 +162,10 @@ def run(
     if len(jobs) > 1:
         # Shards merge into shared partitions in no fixed order, so which shard's copy of an event won is
         # only known at the end: count this run's silver rows in the lakehouse, the rest were copies.
-        for entity in contract.ENTITY_STRUCT:
-            spec = tables.silver_events(entity)
-            counters[f"rows_written.{spec.fqn}"] = LakeTable(settings.lake_dir, spec).count_from(frozenset(paths))
-        counters["duplicates_removed"] = counters.get("enriched", 0) - sum(
-            counters[f"rows_written.{tables.silver_events(e).fqn}"] for e in contract.ENTITY_STRUCT)
+        written = {fqn: LakeTable(settings.lake_dir, tables.TABLES[fqn]).count_from(frozenset(paths))
+                   for fqn in tables.SILVER_EVENTS}
+        counters.update({f"rows_written.{fqn}": n for fqn, n in written.items()})
+        counters["duplicates_removed"] = counters.get("enriched", 0) - sum(written.values())
     result = BackfillResult(run_id, input_pattern, len(paths), time.perf_counter() - started, counters)
     if not to_bigquery:
         from pipelines import warehouse  # duckdb is a local-only dependency
@@ -194,11 +194,10 @@ def run_shards(jobs: list[Shard], args: tuple) -> dict[str, int]:
                              initargs=(progress.share(ctx),)) as pool:
         others = [pool.submit(run_shard, job, *args) for job in jobs[1:]]
         results = [run_shard(jobs[0], *args), *(future.result() for future in others)]
-    counters: dict[str, int] = {}
+    total: Counter[str] = Counter()
     for shard_counters in results:
-        for name, n in shard_counters.items():
-            counters[name] = counters.get(name, 0) + n
-    return counters
+        total.update(shard_counters)  # update(), unlike +, keeps counters that are zero
+    return dict(total)
 
 
 def cloud_options(settings: Settings, beam_args: list[str]) -> list[str]:
@@ -277,11 +276,10 @@ def run_shard(shard: Shard, dims: Dimensions, settings: Settings, runner: str, b
         else:  # existing lakehouse partitions; the lakehouse merges by key, so a replay never double counts
             sources = [*shard.paths, *(uri for _, t in shard.dim_rows for uri in t["source_uri"].unique().to_pylist())]
             outputs | "WriteLakehouse" >> WriteToLakehouse(settings.lake_dir, sources, sink)
-    counters: dict[str, int] = {}
+    counters: Counter[str] = Counter()
     for r in p.result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))["counters"]:
-        # one counter name may be incremented by several steps: add them up
-        counters[r.key.metric.name] = counters.get(r.key.metric.name, 0) + int(r.committed or r.attempted or 0)
-    return counters
+        counters[r.key.metric.name] += int(r.committed or r.attempted or 0)  # one name, several steps: add up
+    return dict(counters)
 
 
 def write_run_record(settings: Settings, result: BackfillResult, started_at: dt.datetime) -> Path:

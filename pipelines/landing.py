@@ -21,6 +21,8 @@ EVENTS_DIR = "events"
 DIMS_DIR = "dims"
 TRUTH_DIR = "truth"
 MANIFEST = "manifest.json"
+#: a UTF-8 byte-order mark some exporters put at the start of a file; not data
+UTF8_BOM = b"\xef\xbb\xbf"
 
 _encoder = msgspec.json.Encoder()
 
@@ -64,7 +66,7 @@ def decode_dimension(data: bytes, name: str, uri: str) -> list[tuple[msgspec.Str
     decoder = msgspec.json.Decoder(contract.DIMENSIONS[name])
     key = contract.DIMENSION_KEYS[name]
     rows, seen = [], {}
-    for n, line in enumerate(data.removeprefix(b"\xef\xbb\xbf").split(b"\n"), 1):
+    for n, line in enumerate(data.removeprefix(UTF8_BOM).split(b"\n"), 1):
         if not line.strip():
             continue
         try:

@@ -35,7 +35,6 @@ from pipelines.transforms import count, key_by_partition
 HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
 #: (nearly) unique per row: a Parquet dictionary only costs time there (measured ~15% of a bronze write)
 _NO_DICTIONARY = frozenset({"event_id", "event_ts", "payload", "detail", "order_id", "customer_id", "source_line"})
-EVENT_TABLES = frozenset(tables.silver_events(entity).fqn for entity in ("order", "inventory"))
 DATA_FILE = "data.parquet"
 
 
@@ -97,19 +96,19 @@ class LakeTable:
             return self.spec.schema
         return self.spec.schema.remove(self.spec.schema.get_field_index(self.spec.partition_by))
 
-    def _holds_any(self, value: str | None, sources: pa.Array) -> bool:
-        """Whether the partition has rows from `sources` (reads one column only)."""
+    def _rows_from(self, value: str | None, sources: pa.Array) -> pa.ChunkedArray:
+        """Per row of the partition: whether it came from `sources` (reads one column only)."""
         uris = pq.read_table(self.partition_file(value), columns=["source_uri"])["source_uri"]
-        return pc.any(pc.is_in(uris, value_set=sources)).as_py() or False
+        return pc.is_in(uris, value_set=sources)
+
+    def _holds_any(self, value: str | None, sources: pa.Array) -> bool:
+        return pc.any(self._rows_from(value, sources)).as_py() or False
 
     def count_from(self, sources: frozenset[str]) -> int:
-        """Rows that came from `sources` (reads one column per partition)."""
+        """Rows that came from `sources`, over all partitions."""
         value_set = pa.array(sorted(sources), pa.string())
-        return sum(
-            pc.sum(pc.is_in(pq.read_table(self.partition_file(value), columns=["source_uri"])["source_uri"],
-                            value_set=value_set).cast(pa.int64())).as_py() or 0
-            for value in self.partitions()
-        )
+        return sum(pc.sum(self._rows_from(value, value_set).cast(pa.int64())).as_py() or 0
+                   for value in self.partitions())
 
     def merge_partition(self, value: str | None, new: pa.Table | None, sources: frozenset[str]) -> tuple[int, int]:
         """Replace this partition's rows from `sources` with `new`; returns (new rows kept, copies dropped)."""
@@ -202,7 +201,7 @@ class MergePartition(beam.DoFn):
         written, dropped = LakeTable(self.root, tables.TABLES[fqn]).merge_partition(value, new, self.sources)
         count(f"rows_written.{fqn}", written)
         if dropped:  # a dimension row defined again by another file is not an event duplicate
-            count("duplicates_removed" if fqn in EVENT_TABLES else f"rows_superseded.{fqn}", dropped)
+            count("duplicates_removed" if fqn in tables.SILVER_EVENTS else f"rows_superseded.{fqn}", dropped)
         yield fqn, value, written
 
 

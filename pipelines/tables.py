@@ -201,6 +201,10 @@ def silver_events(entity: str) -> TableSpec:
     return TABLES[f"silver.{entity}_events"]
 
 
+#: the silver event tables, one per entity: what counts as "silver rows" of a run
+SILVER_EVENTS: tuple[str, ...] = tuple(f"silver.{entity}_events" for entity in contract.ENTITY_STRUCT)
+
+
 def dimension(name: str) -> TableSpec:
     return TABLES[f"silver.{name}"]
 

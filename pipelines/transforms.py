@@ -35,6 +35,7 @@ from pipelines.batches import (
     parse_chunk,
     split_by,
 )
+from pipelines.landing import UTF8_BOM
 from pipelines.parsing import Rejection
 
 NAMESPACE = "lakehouse"
@@ -75,7 +76,7 @@ class ReadLineChunks(beam.DoFn):
             for block in _blocks(readable):
                 progress.advance(len(block))
                 if first_line == 1 and not pending and not tail:
-                    block = block.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte-order mark is not data
+                    block = block.removeprefix(UTF8_BOM)
                 end = block.rfind(b"\n")
                 if end < 0:  # no line ends here: keep the pieces, join once (a long line stays linear)
                     tail.append(block)
