@@ -17,8 +17,22 @@ AIRFLOW = [
     "apache-airflow==3.3.2",
     "apache-airflow-providers-google",
     "apache-airflow-providers-apache-beam",
+    "astronomer-cosmos>=1.10",
 ]
-TEST = ["pytest>=8", "pytest-xdist>=3.5", "hypothesis>=6.100", "ruff>=0.6"]
+DASHBOARD = ["streamlit>=1.40", "plotly>=5.20"]
+# Emulators and offline checkers the tests drive: BigQuery (bqemulator), Terraform (python-hcl2), the
+# browser (selenium with Debian's chromium-driver), dbt SQL (sqlfluff).
+TEST = [
+    "pytest>=8",
+    "pytest-xdist>=3.5",
+    "hypothesis>=6.100",
+    "ruff>=0.6",
+    "sqlfluff>=3.2",
+    "sqlfluff-templater-dbt>=3.2",
+    "bqemulator[all]>=1.4",
+    "python-hcl2>=7",
+    "selenium>=4.20",
+]
 
 setup(
     name="demand-lakehouse",
@@ -47,8 +61,10 @@ setup(
         "ml": ML,
         "dbt": DBT,
         "airflow": AIRFLOW,
-        "dev": BEAM + LOCAL + TEST,
-        "all": BEAM + LOCAL + ML + DBT + AIRFLOW + TEST,
+        "dashboard": DASHBOARD,
+        # Development and CI run every part of the platform on one machine.
+        "dev": BEAM + LOCAL + ML + DBT + AIRFLOW + DASHBOARD + TEST,
+        "all": BEAM + LOCAL + ML + DBT + AIRFLOW + DASHBOARD + TEST,
     },
     entry_points={"console_scripts": ["lakehouse=pipelines.cli:app"]},
     classifiers=[
