@@ -149,10 +149,10 @@ def run(
         raise ValueError("the DataflowRunner writes BigQuery: set LAKEHOUSE_ENVIRONMENT=gcp and the gcp settings")
 
     if to_bigquery:
-        sink = {fqn: settings.bigquery_table(spec.layer, spec.name) for fqn, spec in tables.TABLES.items()}
+        sink = {fqn: settings.bigquery_table(s.layer, s.name) for fqn, s in tables.written_by("events").items()}
         shards = [paths]
     else:
-        sink = [(spec.fqn, value) for spec in tables.TABLES.values()
+        sink = [(spec.fqn, value) for spec in tables.written_by("events").values()
                 for value in LakeTable(settings.lake_dir, spec).partitions()]
         shards = plan_shards(paths, 1 if mp.current_process().daemon else workers)  # daemons have no children
     jobs = [Shard(shard, dim_rows if i == 0 else []) for i, shard in enumerate(shards)]

@@ -129,6 +129,8 @@ class TableSpec:
     # both stay (and dbt's uniqueness test on event_id names them).
     key: tuple[str, ...] = ()
     cluster_by: tuple[str, ...] = ()
+    #: the job that writes the table: "events" (backfill and stream) or "forecast" (ml)
+    writer: str = "events"
 
     @property
     def fqn(self) -> str:
@@ -175,6 +177,61 @@ DEAD_LETTER = TableSpec("bronze", "dead_letter", pa.schema(DEAD_LETTER_FIELDS),
                         "Records that failed the contract or enrichment, with the original payload and reason.",
                         partition_by="event_date", cluster_by=("stage", "reason"))
 
+# ---- forecasting outputs (written by `ml`, read by dbt's forecast marts) ----------------------
+_SERIES = [
+    _field("store_id", pa.string(), False, "Store of the series."),
+    _field("product_id", pa.string(), False, "Product of the series."),
+]
+_RUN_ID = _field("run_id", pa.string(), False, "Forecast run (see ml.forecast_runs).")
+_INTERVAL_METRICS = [
+    _field("coverage_80", pa.float64(), True, "Share of actuals inside the 80% prediction interval."),
+    _field("coverage_95", pa.float64(), True, "Share of actuals inside the 95% prediction interval."),
+]
+FORECASTS = TableSpec("ml", "forecasts", pa.schema([
+    _RUN_ID, *_SERIES,
+    _field("forecast_date", pa.date32(), False, "Day forecast (weekly runs: the first day of the week)."),
+    _field("yhat", pa.float64(), False, "Point forecast of units ordered (never negative)."),
+    _field("yhat_lower_80", pa.float64(), False, "Lower bound of the 80% prediction interval."),
+    _field("yhat_upper_80", pa.float64(), False, "Upper bound of the 80% prediction interval."),
+    _field("yhat_lower_95", pa.float64(), False, "Lower bound of the 95% prediction interval."),
+    _field("yhat_upper_95", pa.float64(), False, "Upper bound of the 95% prediction interval."),
+    _field("model", pa.string(), False, "Model chosen for the series by its backtest."),
+]), "Demand forecasts with prediction intervals, one row per run x series x forecast date.",
+    partition_by="forecast_date", key=("run_id", "store_id", "product_id", "forecast_date"),
+    cluster_by=("store_id", "product_id"), writer="forecast")
+FORECAST_RUNS = TableSpec("ml", "forecast_runs", pa.schema([
+    _RUN_ID,
+    _field("created_at", TIMESTAMP, False, "When the run started (UTC)."),
+    _field("freq", pa.string(), False, "D (daily) or W (weekly, weeks starting Monday)."),
+    _field("horizon", pa.int64(), False, "Periods forecast after the last period with data."),
+    _field("data_start", pa.date32(), True, "First period of history used."),
+    _field("data_end", pa.date32(), True, "Last period of history used."),
+    _field("series", pa.int64(), False, "Series forecast."),
+    _field("parameters", pa.string(), False, "Run parameters as JSON (models, folds, regressors, ...)."),
+    _field("code_version", pa.string(), False, "Package version and git commit of the code that ran."),
+    _field("wape", pa.float64(), True, "Backtest WAPE of the chosen models over all series."),
+    _field("wape_seasonal_naive", pa.float64(), True, "Backtest WAPE of seasonal naive over the same points."),
+    _field("mase", pa.float64(), True, "Backtest MASE of the chosen models (mean over series)."),
+    _field("bias", pa.float64(), True, "Backtest bias of the chosen models: sum(forecast - actual) / sum(actual)."),
+    *_INTERVAL_METRICS,
+    _field("metrics", pa.string(), True, "Further overall metrics as JSON (per model, against the truth, ...)."),
+]), "One row per forecast run: how it was made and how well its models backtested.", key=("run_id",),
+    writer="forecast")
+BACKTEST_METRICS = TableSpec("ml", "backtest_metrics", pa.schema([
+    _RUN_ID, *_SERIES,
+    _field("model", pa.string(), False, "Model backtested."),
+    _field("chosen", pa.bool_(), False, "Whether the backtest chose this model for the series."),
+    _field("folds", pa.int64(), False, "Rolling-origin folds scored."),
+    _field("points", pa.int64(), False, "Forecast points scored over all folds."),
+    _field("actual_units", pa.float64(), True, "Sum of actuals over the scored points."),
+    _field("wape", pa.float64(), True, "Weighted absolute percentage error: sum|f - a| / sum(a)."),
+    _field("mase", pa.float64(), True, "Mean absolute scaled error (scale: in-sample seasonal naive)."),
+    _field("bias", pa.float64(), True, "sum(forecast - actual) / sum(actual)."),
+    *_INTERVAL_METRICS,
+    _field("note", pa.string(), True, "Why a series got a baseline (too short, all zeros, fit failed, ...)."),
+]), "Backtest scores per run x series x model (rolling-origin cross-validation).",
+    key=("run_id", "store_id", "product_id", "model"), cluster_by=("store_id", "product_id"), writer="forecast")
+
 TABLES: dict[str, TableSpec] = {
     t.fqn: t
     for t in [
@@ -183,8 +240,17 @@ TABLES: dict[str, TableSpec] = {
         DEAD_LETTER,
         _dimension_table("products"),
         _dimension_table("stores"),
+        FORECASTS,
+        FORECAST_RUNS,
+        BACKTEST_METRICS,
     ]
 }
+
+
+
+def written_by(writer: str) -> dict[str, TableSpec]:
+    """The tables one job writes: "events" (backfill, stream) or "forecast"."""
+    return {fqn: spec for fqn, spec in TABLES.items() if spec.writer == writer}
 
 
 #: event table fqn -> entity
@@ -219,7 +285,7 @@ def write_bigquery_schemas(out_dir: Path) -> list[Path]:
         written.append(path)
     index = {
         spec.fqn: {"description": spec.description, "partition_by": spec.partition_by,
-                   "cluster_by": list(spec.cluster_by), "key": list(spec.key)}
+                   "cluster_by": list(spec.cluster_by), "key": list(spec.key), "writer": spec.writer}
         for spec in TABLES.values()
     }
     index_path = out_dir / "tables.json"

@@ -368,12 +368,12 @@ def test_the_bigquery_sink_builds_one_load_per_table_without_calling_google():
     from pipelines.sinks import WriteToBigQueryTables
 
     p = beam.Pipeline()
-    ids = {fqn: f"retail-lake:{spec.layer}.{spec.name}" for fqn, spec in tables.TABLES.items()}
+    ids = {fqn: f"retail-lake:{spec.layer}.{spec.name}" for fqn, spec in tables.written_by("events").items()}
     orders_table = tables.TABLES["silver.order_events"].empty()
     p | beam.Create([("silver.order_events", orders_table)]) | WriteToBigQueryTables(ids)
     writes = {t.full_label.rsplit(" ", 1)[1]: t.transform for t in p.transforms_stack[0].parts[-1].parts
               if t.full_label.startswith("WriteToBigQueryTables/Write ")}
-    assert set(writes) == set(tables.TABLES)
+    assert set(writes) == set(tables.written_by("events"))
     orders = writes["silver.order_events"]
     assert orders.write_disposition == "WRITE_APPEND" and orders.create_disposition == "CREATE_IF_NEEDED"
     assert orders.additional_bq_parameters == {"timePartitioning": {"type": "DAY", "field": "event_date"},
