@@ -31,6 +31,7 @@ from pipelines.batches import (
     RunInfo,
     dead_letter_table,
     enrich,
+    file_lineage,
     first_copies,
     parse_chunk,
     split_by,
@@ -102,7 +103,7 @@ class ReadLineChunks(beam.DoFn):
         if error is not None:
             rejection = Rejection("read", "unreadable_file", f"{type(error).__name__}: {error} after "
                                   f"{lines_read:,} lines; the rest of the file is not loaded")
-            dead = dead_letter_table([(rejection, uri, None, b"")], self.run)
+            dead = dead_letter_table([(rejection, b"")], file_lineage(uri, [None]), self.run)
             count_dead_letters(dead)
             yield beam.pvalue.TaggedOutput(DEAD_LETTER, (tables.DEAD_LETTER.fqn, dead))
 
