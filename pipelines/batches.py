@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from operator import attrgetter
 
 import msgspec
@@ -93,6 +93,9 @@ def parse_chunk(chunk: LineChunk, run: RunInfo) -> ParsedChunk:
     accepted: dict[str, tuple[list, list[int], list[bytes]]] = {e: ([], [], []) for e in contract.ENTITY_STRUCT}
     rejected: list[tuple[Rejection, int, bytes]] = []
     limits = run.limits
+    if chunk.messages is not None and chunk.messages.publish_times:
+        # a message's clock is its publish time: "from the future" means stamped later than that plus the skew
+        limits = replace(limits, now=max(chunk.messages.publish_times))
     # The hot loop calls msgspec and check_event directly; only a line that fails to decode goes through
     # parse_line, which works out why. Same rules as parse_line, a fraction of the per-line overhead.
     decode, max_bytes = EVENT_DECODER.decode, limits.max_payload_bytes

@@ -250,7 +250,7 @@ class StreamAppender:
 
     def __init__(self, root: Path, compact_after: int = 30):
         self.root, self.compact_after = Path(root), compact_after
-        self._seen: dict[tuple[str, str | None], tuple[tuple, set]] = {}
+        self._seen: dict[tuple[str, str | None], tuple[frozenset, set]] = {}
 
     def append(self, fqn: str, value: str | None, new: pa.Table) -> pa.Table:
         """Write the rows of `new` (one partition) not seen before; returns them."""
@@ -288,8 +288,8 @@ class StreamAppender:
         return seen
 
 
-def _signature(files: list[Path]) -> tuple:
-    return tuple((f.name, f.stat().st_mtime_ns) for f in files if f.exists())
+def _signature(files: list[Path]) -> frozenset:
+    return frozenset((f.name, f.stat().st_mtime_ns) for f in files if f.exists())
 
 
 def _without_partition(spec: tables.TableSpec) -> tables.TableSpec:
