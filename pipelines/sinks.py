@@ -257,8 +257,8 @@ class StreamAppender:
         lake = LakeTable(self.root, tables.TABLES[fqn])
         schema = lake.spec.schema
         new = new.select(schema.names).cast(schema)
-        order = [(c, "ascending") for c in ("publish_time", "source_uri", "source_line")]
-        new = new.take(pc.sort_indices(new, sort_keys=order, null_placement="at_end"))
+        order = [(c, "ascending", "at_end") for c in ("publish_time", "source_uri", "source_line")]
+        new = new.take(pc.sort_indices(new, sort_keys=order))
         with lake.lock():
             files = lake.partition_files(value)
             seen = self._identities(lake, (fqn, value), files)

@@ -49,7 +49,7 @@ from pipelines.batches import Dimensions, LineChunk, Messages, RunInfo, split_by
 from pipelines.config import Settings
 from pipelines.parsing import Limits
 from pipelines.sinks import LakeTable, StreamAppender, WriteToBigQueryTables, add_to_windows
-from pipelines.transforms import NAMESPACE, ProcessEvents, count
+from pipelines.transforms import NAMESPACE, ProcessEvents, count, process_counts
 
 log = logging.getLogger("lakehouse.stream")
 
@@ -125,8 +125,6 @@ class FlagLateArrivals(beam.DoFn):
 
 # ---- the local sink ----------------------------------------------------------------------------------
 KEPT_SILVER = "kept_silver"
-#: running totals of this process's micro-batch writes, for progress displays (the final counts are Beam's metrics)
-LIVE: Counter[str] = Counter()
 
 
 class WriteMicroBatch(beam.DoFn):
@@ -164,7 +162,6 @@ class WriteMicroBatch(beam.DoFn):
                     count("duplicates_removed", part.num_rows - kept.num_rows)
             rows = sum(t.num_rows for t in written)
             count(f"rows_written.{fqn}", rows)
-            LIVE[fqn] += rows
             if not rows:
                 continue
             if fqn in tables.SILVER_EVENTS:
@@ -177,8 +174,8 @@ class WriteMicroBatch(beam.DoFn):
             warehouse.refresh_views(self.settings)
             self.with_files.update(by_table)
         count("messages_acked", pubsub.ack_written(received))
-        LIVE["messages"] += len(received)
-        LIVE["batches"] += 1
+        count("messages", len(received))
+        count("batches")
 
 
 # ---- event-time aggregates ----------------------------------------------------------------------------
@@ -294,47 +291,63 @@ class StreamResult:
     stopped_by: str = "duration"
 
 
+class ProcessStream(beam.PTransform):
+    """PubsubMessages -> everything the stream writes; returns (window rows, dead letters written).
+
+    Business logic and the lakehouse (or BigQuery) writes, no Pub/Sub I/O: `build` adds the source and the
+    dead-letter topic, tests feed a TestStream.
+    """
+
+    def __init__(self, settings: Settings, subscription: str, dims_side, run: RunInfo, to_bigquery: bool = False):
+        super().__init__()
+        self.settings, self.subscription, self.dims, self.run = settings, subscription, dims_side, run
+        self.to_bigquery = to_bigquery
+
+    def expand(self, messages):
+        settings = self.settings
+        chunks = messages | "BatchMessages" >> BatchMessages(settings.stream_batch_seconds, self.subscription)
+        processed = chunks | "ProcessEvents" >> ProcessEvents(self.run, self.dims)
+        silver = processed.silver | "FlagLateArrivals" >> beam.ParDo(
+            FlagLateArrivals(settings.stream_window_seconds, settings.allowed_lateness_seconds))
+        everything = (processed.bronze, silver, processed.dead_letter) | "AllTables" >> beam.Flatten()
+        if self.to_bigquery:  # appends; dbt staging keeps the first copy per event
+            ids = {fqn: settings.bigquery_table(s.layer, s.name) for fqn, s in tables.written_by("events").items()
+                   if fqn not in (tables.dimension(name).fqn for name in contract.DIMENSIONS)}
+            everything | "WriteBigQuery" >> WriteToBigQueryTables(ids, method="STREAMING_INSERTS")
+            new_silver, dead = silver, processed.dead_letter
+        else:
+            written = (
+                everything
+                | "KeyByBatch" >> beam.Map(lambda element: (None, element))
+                | "CollectBatch" >> beam.GroupByKey()
+                | "WriteMicroBatch" >> beam.ParDo(WriteMicroBatch(settings)).with_outputs(KEPT_SILVER, main="dead")
+            )
+            new_silver, dead = written[KEPT_SILVER], written.dead
+        rows = (
+            new_silver
+            | "DemandDeltas" >> beam.FlatMap(demand_deltas, settings.stream_window_seconds)
+            | "WindowedDemand" >> WindowedDemand(settings.stream_window_seconds, settings.allowed_lateness_seconds)
+        )
+        if self.to_bigquery:
+            fqn = tables.DEMAND_WINDOWS.fqn
+            (rows
+             | "ToTable" >> beam.Map(lambda r: (fqn, pa.Table.from_pylist([r], schema=tables.DEMAND_WINDOWS.schema)))
+             | "WriteWindowsBigQuery" >> WriteToBigQueryTables(
+                 {fqn: settings.bigquery_table("silver", tables.DEMAND_WINDOWS.name)}, method="STREAMING_INSERTS"))
+        else:
+            rows | "WriteWindows" >> beam.ParDo(WriteWindows(settings.lake_dir))
+        return rows, dead
+
+
 def build(p: beam.Pipeline, settings: Settings, subscription_path: str, dims: Dimensions, run: RunInfo,
           to_bigquery: bool = False) -> None:
-    """The stream's graph: read, batch, process (shared with the backfill), write, aggregate, publish dead letters."""
+    """The stream's graph: read Pub/Sub, ProcessStream, publish the dead letters to their topic."""
     from apache_beam.io.gcp.pubsub import ReadFromPubSub, WriteToPubSub
 
     messages = p | "ReadFromPubSub" >> ReadFromPubSub(subscription=subscription_path, with_attributes=True)
-    chunks = messages | "BatchMessages" >> BatchMessages(settings.stream_batch_seconds,
-                                                         subscription_path.rsplit("/", 1)[-1])
     dims_side = beam.pvalue.AsSingleton(p | "DimensionsSideInput" >> beam.Create([dims]))
-    processed = chunks | "ProcessEvents" >> ProcessEvents(run, dims_side)
-    silver = processed.silver | "FlagLateArrivals" >> beam.ParDo(
-        FlagLateArrivals(settings.stream_window_seconds, settings.allowed_lateness_seconds))
-    everything = (processed.bronze, silver, processed.dead_letter) | "AllTables" >> beam.Flatten()
-    if to_bigquery:
-        ids = {fqn: settings.bigquery_table(s.layer, s.name)
-               for fqn, s in {**tables.written_by("events"), **tables.written_by("stream")}.items()
-               if not fqn.startswith("silver.products") and not fqn.startswith("silver.stores")}
-        everything | "WriteBigQuery" >> WriteToBigQueryTables(
-            {k: v for k, v in ids.items() if k != tables.DEMAND_WINDOWS.fqn}, method="STREAMING_INSERTS")
-        new_silver, dead = silver, processed.dead_letter
-    else:
-        written = (
-            everything
-            | "KeyByBatch" >> beam.Map(lambda element: (None, element))
-            | "CollectBatch" >> beam.GroupByKey()
-            | "WriteMicroBatch" >> beam.ParDo(WriteMicroBatch(settings)).with_outputs(KEPT_SILVER, main="dead")
-        )
-        new_silver, dead = written[KEPT_SILVER], written.dead
-    rows = (
-        new_silver
-        | "DemandDeltas" >> beam.FlatMap(demand_deltas, settings.stream_window_seconds)
-        | "WindowedDemand" >> WindowedDemand(settings.stream_window_seconds, settings.allowed_lateness_seconds)
-    )
-    if to_bigquery:
-        (rows | "ToTable" >> beam.Map(lambda r: (tables.DEMAND_WINDOWS.fqn, pa.Table.from_pylist(
-            [r], schema=tables.DEMAND_WINDOWS.schema)))
-         | "WriteWindowsBigQuery" >> WriteToBigQueryTables(
-             {tables.DEMAND_WINDOWS.fqn: settings.bigquery_table("silver", tables.DEMAND_WINDOWS.name)},
-             method="STREAMING_INSERTS"))
-    else:
-        rows | "WriteWindows" >> beam.ParDo(WriteWindows(settings.lake_dir))
+    _, dead = messages | "ProcessStream" >> ProcessStream(settings, subscription_path.rsplit("/", 1)[-1], dims_side,
+                                                          run, to_bigquery)
     (dead
      | "ToDeadLetterMessages" >> beam.FlatMap(dead_letter_messages)
      | "PublishDeadLetters" >> WriteToPubSub(settings.topic_path(settings.dead_letter_topic), with_attributes=True))
@@ -385,15 +398,15 @@ def run(settings: Settings, *, subscription: str | None = None, duration: float 
         if threading.current_thread() is threading.main_thread() else {}
     started = time.monotonic()
     pubsub.ACKS.paused.clear()
-    LIVE.clear()
+    baseline = process_counts()
     result = p.run()
     try:
         while not stop.is_set() and (duration is None or time.monotonic() - started < duration):
             if result.state in ("DONE", "FAILED", "CANCELLED"):
                 break
             stop.wait(0.5)
-            if on_tick:  # not result.metrics(): querying a running DirectRunner stream stalls it
-                on_tick(dict(LIVE))
+            if on_tick:
+                on_tick(_since(baseline))
         if not to_bigquery:
             # drain: stop pulling, let the open micro-batches close and be written, then cancel
             pubsub.ACKS.paused.set()
@@ -406,7 +419,7 @@ def run(settings: Settings, *, subscription: str | None = None, duration: float 
         if result.state not in ("DONE", "FAILED", "CANCELLED"):
             result.cancel()
         pubsub.ACKS.paused.clear()
-    counters = _counters(result)
+    counters = _since(baseline) if not to_bigquery else _metrics(result)
     out = StreamResult(run_id, sub_path, time.monotonic() - started, counters, stopped_by[0])
     if not to_bigquery:
         _record(settings, out, now)
@@ -415,13 +428,14 @@ def run(settings: Settings, *, subscription: str | None = None, duration: float 
     return out
 
 
-def _counters(result) -> dict[str, int]:
+def _since(baseline: dict[str, int]) -> dict[str, int]:
+    """This process's counts since `baseline` (the DirectRunner runs the whole stream in this process)."""
+    return {k: v - baseline.get(k, 0) for k, v in process_counts().items() if v - baseline.get(k, 0)}
+
+
+def _metrics(result) -> dict[str, int]:
     counters: Counter[str] = Counter()
-    try:
-        found = result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))["counters"]
-    except Exception:  # metrics of a pipeline being torn down
-        return {}
-    for r in found:
+    for r in result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))["counters"]:
         counters[r.key.metric.name] += int(r.committed or r.attempted or 0)
     return dict(counters)
 
