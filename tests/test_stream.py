@@ -38,15 +38,15 @@ def streaming_pipeline() -> test_pipeline.TestPipeline:
 
 
 # ---- event-time windows ---------------------------------------------------------------------------
-def delta(units: int, at: int):
-    return TimestampedValue((("S001", "P0001"), (units, 0, 1, float(units))), at)
+def delta(units: int, at: int, product: str = "P0001", returned: int = 0):
+    return TimestampedValue({("S001", product): (units, returned, 1, float(units))}, at)
 
 
 def test_windows_fire_on_time_then_once_per_late_event_and_drop_what_is_too_late():
     events = (
         test_stream.TestStream()
         .add_elements([delta(2, 10), delta(1, 30)])
-        .add_elements([TimestampedValue((("S001", "P0002"), (5, 1, 2, 9.0)), 70)])
+        .add_elements([delta(5, 70, "P0002", returned=1)])
         .advance_watermark_to(60)  # window [0, 60) closes: on-time pane with 3 units
         .add_elements([delta(4, 50)])  # late, within the 120 s lateness: a late pane adds 4
         .advance_watermark_to(200)  # 60 + 120 < 200: window [0, 60) is gone for good
