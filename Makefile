@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-dev
 
-.PHONY: install demo test lint bench schemas clean
+.PHONY: install demo test lint bench bench-stream schemas clean pubsub-up pubsub-down stream
 
 install: $(STAMP)
 
@@ -28,6 +28,19 @@ lint: install
 
 bench: install
 	$(BIN)/python benchmarks/backfill_throughput.py
+
+bench-stream: install
+	$(BIN)/python benchmarks/stream_freshness.py
+
+# The local Pub/Sub emulator (topics and subscriptions included) and the stream job on it.
+pubsub-up: install
+	$(BIN)/lakehouse pubsub up
+
+pubsub-down: install
+	$(BIN)/lakehouse pubsub down
+
+stream: install
+	$(BIN)/lakehouse stream
 
 # Regenerate the BigQuery schemas derived from the contract (a test checks they are current).
 schemas: install

@@ -88,11 +88,11 @@ def main() -> None:
         time.sleep(0.5)
     streamer.send_signal(signal.SIGINT)
     streamer.wait(timeout=60)
-    out = publisher.stdout.read().strip().splitlines()
+    out = " ".join(publisher.stdout.read().split())
     fresh = np.concatenate(freshness) if freshness else np.array([np.nan])
     total_silver = sum(n for _, n in landed)
     last = max(t for t, _ in landed) if landed else started
-    print(out[-1] if out else "publisher printed nothing")
+    print(out[out.find("published"):] if "published" in out else "publisher printed nothing")
     print(f"silver.order_events rows landed: {total_silver:,} in {last - started:.1f} s "
           f"({total_silver / max(last - started, 1e-9):,.0f}/s; orders are ~75% of events)")
     with duckdb.connect() as c:

@@ -116,7 +116,7 @@ def load_dimensions(dims_dir: str) -> tuple[Dimensions, list[tuple[str, pa.Table
 
 
 def run(
-    input_pattern: str,
+    input_pattern: str | list[str],
     dims_dir: str,
     settings: Settings,
     *,
@@ -141,7 +141,9 @@ def run(
     run_id = run_id or f"backfill-{now:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
     run_info = RunInfo(run_id, now, Limits(now=now, max_payload_bytes=settings.max_payload_bytes,
                                            max_future_skew=dt.timedelta(hours=settings.max_future_skew_hours)))
-    paths = match_inputs(input_pattern)
+    patterns = [input_pattern] if isinstance(input_pattern, str) else input_pattern
+    paths = sorted({path for pattern in patterns for path in match_inputs(pattern)})
+    input_pattern = ",".join(patterns)
     dims, dim_rows = load_dimensions(dims_dir)
     to_bigquery = settings.environment == "gcp"
     if runner == "DataflowRunner" and not to_bigquery:

@@ -26,6 +26,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.live import Live
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -81,13 +82,15 @@ def simulate(
     topic: Annotated[str | None, typer.Option(help="--publish: topic (default: the configured events topic).")] = None,
     rate: Annotated[float, typer.Option(min=0.001, help="--publish: events per second.")] = 100.0,
     duration: Annotated[float, typer.Option(min=0.001, help="--publish: seconds to publish for.")] = 60.0,
+    to_files: Annotated[bool, typer.Option("--to-files", help="--publish without Pub/Sub: the archive alone, "
+                                                              "a new file every 5 s (the file stream).")] = False,
 ) -> None:
     """Simulate order and inventory events from a known demand process (history to files, or live to Pub/Sub)."""
     from pipelines.simulate import simulate as run_simulation
 
     if publish:
         _publish(topic, rate, duration, seed=seed, stores=stores, products=products, bad_rate=bad_rate,
-                 dup_rate=dup_rate, late_rate=late_rate)
+                 dup_rate=dup_rate, late_rate=late_rate, to_files=to_files)
         return
     if out_dir is None:
         raise typer.BadParameter("--out is required (or --publish)")
@@ -104,9 +107,10 @@ def _publish(topic: str | None, rate: float, duration: float, **kw) -> None:
     from pipelines.publish import publish as run_publish
 
     settings = get_settings()
-    if settings.environment == "local" and not pubsub.listening(settings.pubsub_emulator_host):
+    if not kw.get("to_files") and settings.environment == "local" and not pubsub.listening(
+            settings.pubsub_emulator_host):
         console.print(f"[red]error:[/] no Pub/Sub emulator at {settings.pubsub_emulator_host}: run "
-                      "[bold]lakehouse pubsub up[/] first")
+                      "[bold]lakehouse pubsub up[/] first (or publish --to-files)")
         raise typer.Exit(2)
     with _bar(f"Publishing {rate:,.0f} events/s for {duration:,.0f} s", total=round(rate * duration)) as (bar, task):
         result = run_publish(settings, rate=rate, duration=duration, topic=topic,
@@ -161,42 +165,63 @@ def stream(
                                                   "dimensions loaded in the lakehouse).")] = None,
     runner: Annotated[str, typer.Option(help="DirectRunner (local) or DataflowRunner (gcp).")] = "DirectRunner",
     beam_arg: Annotated[list[str] | None, typer.Option(help="Extra Beam pipeline option, repeatable.")] = None,
+    from_files: Annotated[Path | None, typer.Option("--from-files", help="No Pub/Sub: load the JSONL files that "
+                                                    "appear in this folder (needs --dims).")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Stream events from Pub/Sub into bronze, silver, dead letters and windowed demand, until stopped."""
-    from rich.live import Live
-
     from pipelines import pubsub
     from pipelines import stream as job
 
     _quiet_logs(verbose)
     settings = get_settings()
-    if settings.environment == "local" and not pubsub.listening(settings.pubsub_emulator_host):
+    if from_files is None and settings.environment == "local" and not pubsub.listening(
+            settings.pubsub_emulator_host):
         console.print(f"[red]error:[/] no Pub/Sub emulator at {settings.pubsub_emulator_host}: run "
-                      "[bold]lakehouse pubsub up[/] first")
+                      "[bold]lakehouse pubsub up[/] first, or stream --from-files DIR")
         raise typer.Exit(2)
+    if from_files is not None and not dims:
+        raise typer.BadParameter("--from-files needs --dims")
+    status = _stream_status()
+    with Live(status({}), console=console, refresh_per_second=2) as live:
+        try:
+            if from_files is not None:
+                result = job.run_files(settings, from_files, dims_dir=dims, duration=duration,
+                                       on_tick=lambda c: live.update(status(c)))
+            else:
+                result = job.run(settings, subscription=subscription, duration=duration, dims_dir=dims,
+                                 runner=runner, beam_args=beam_arg or [], on_tick=lambda c: live.update(status(c)))
+        except (FileNotFoundError, ValueError) as e:
+            console.print(f"[red]error:[/] {e}")
+            raise typer.Exit(2) from e
+    print_stream(result)
+
+
+def _stream_status():
+    from pipelines import tables
+
     started = dt.datetime.now()
 
     def status(c: dict) -> str:
-        silver = sum(c.get(f"rows_written.{fqn}", 0) for fqn in job.tables.SILVER_EVENTS)
-        return (f"streaming {(dt.datetime.now() - started).seconds} s: {c.get('messages', 0):,} messages, "
+        silver = sum(c.get(f"rows_written.{fqn}", 0) for fqn in tables.SILVER_EVENTS)
+        return (f"streaming {(dt.datetime.now() - started).seconds} s: {c.get('messages', 0):,} records, "
                 f"{silver:,} silver rows, {c.get('dead_letters', 0):,} dead letters, "
                 f"{c.get('duplicates_removed', 0):,} duplicates removed, {c.get('arrived_late', 0):,} too late "
                 f"for their window (Ctrl-C stops)")
 
-    with Live(status({}), console=console, refresh_per_second=2) as live:
-        try:
-            result = job.run(settings, subscription=subscription, duration=duration, dims_dir=dims, runner=runner,
-                             beam_args=beam_arg or [], on_tick=lambda c: live.update(status(c)))
-        except (FileNotFoundError, ValueError) as e:
-            console.print(f"[red]error:[/] {e}")
-            raise typer.Exit(2) from e
+    return status
+
+
+def print_stream(result) -> None:
+    from pipelines import tables
+
     c = result.counters
     table = Table(title=f"Stream {result.run_id}: {result.seconds:.0f} s, stopped by {result.stopped_by}")
     table.add_column("records")
     table.add_column("count", justify="right")
-    for label, key in [("messages written and acked", "messages_acked"), ("micro-batches", "batches"),
-                       *((f"rows: {fqn}", f"rows_written.{fqn}") for fqn in job.tables.written_by("events")
+    for label, key in [("records read", "messages"), ("messages acked after the write", "messages_acked"),
+                       ("micro-batches", "batches"),
+                       *((f"rows: {fqn}", f"rows_written.{fqn}") for fqn in tables.written_by("events")
                          if not fqn.startswith(("silver.products", "silver.stores"))),
                        ("duplicates removed", "duplicates_removed"), ("too late for their window", "arrived_late"),
                        ("window panes (on time / late)", None)]:
@@ -222,6 +247,13 @@ def reconcile_cmd(
     except FileNotFoundError as e:
         console.print(f"[red]error:[/] {e}")
         raise typer.Exit(2) from e
+    if not print_reconciliation(r):
+        out.print("Repair: [bold]lakehouse backfill --input '<archive glob>' --dims DIR[/] loads what is missing "
+                  "(a replay never double counts), then reconcile again.")
+        raise typer.Exit(1)
+
+
+def print_reconciliation(r) -> bool:
     out.print(f"archive: {r.archive_lines:,} messages, {r.event_ids:,} event ids; landed: {r.silver_rows:,} silver "
               f"rows, {r.dead_letters:,} dead letters")
     for label, items in [("event ids missing", r.missing_ids), ("event ids doubled in silver", r.doubled_ids),
@@ -230,11 +262,9 @@ def reconcile_cmd(
         colour = "red" if items else "green"
         sample = f" e.g. {', '.join(map(str, items[:5]))}" if items else ""
         out.print(f"[{colour}]{label}: {len(items):,}[/]{sample}")
-    if not r.ok:
-        out.print("Repair: [bold]lakehouse backfill --input '<archive glob>' --dims DIR[/] loads what is missing "
-                  "(a replay never double counts), then reconcile again.")
-        raise typer.Exit(1)
-    out.print("[green]nothing lost, nothing doubled[/]")
+    if r.ok:
+        out.print("[green]nothing lost, nothing doubled[/]")
+    return r.ok
 
 
 @app.command("import-orders")
@@ -385,8 +415,10 @@ def demo(
         "../shared/data/online_retail_ii.csv.xz"),
     retail_start: Annotated[dt.datetime, typer.Option(formats=["%Y-%m-%d"])] = dt.datetime(2011, 9, 1),
     retail_end: Annotated[dt.datetime, typer.Option(formats=["%Y-%m-%d"])] = dt.datetime(2011, 11, 30),
+    stream_seconds: Annotated[float, typer.Option(help="Seconds of live events to stream (0: skip).")] = 30,
+    stream_rate: Annotated[float, typer.Option(help="Live events per second.")] = 500,
 ) -> None:
-    """Simulate a few months, import a slice of real history, backfill both, print the summary."""
+    """Simulate a few months, import a slice of real history, backfill both, stream live events, summarise."""
     sim_dir, retail_dir = data_dir / "sim", data_dir / "online_retail"
     out.rule("1. Simulate demand (known process, with bad, duplicate and late events)")
     simulate(sim_dir, days=days, stores=stores, products=products, start=dt.datetime(2024, 1, 1), seed=7,
@@ -403,10 +435,63 @@ def demo(
         out.rule(f"{n}. Backfill {label} through the Beam pipeline")
         backfill(input=landing.events_glob(folder), dims=str(folder / landing.DIMS_DIR), runner="DirectRunner",
                  beam_arg=None, workers=0, verbose=False)
+    if stream_seconds > 0:
+        out.rule(f"{len(sources) + 3}. Stream live events for {stream_seconds:.0f} s, then reconcile")
+        demo_stream(sim_dir, stores, products, stream_seconds, stream_rate)
     out.rule("The lakehouse")
     summary()
     out.print(f"\nQuery it: [bold]lakehouse sql \"select * from silver.order_events limit 5\"[/] "
               f"(DuckDB file {get_settings().warehouse_path})")
+
+
+def demo_stream(sim_dir: Path, stores: int, products: int, seconds: float, rate: float) -> None:
+    """Publish live events while the stream runs (Pub/Sub emulator, or the file stream without one), then
+    reconcile the archive with the lakehouse."""
+    from pipelines import publish, pubsub, reconcile
+    from pipelines import stream as job
+
+    settings = get_settings()
+    to_files, emulator = not pubsub.emulator_installed(), None
+    if to_files and not pubsub.listening(settings.pubsub_emulator_host):
+        console.print("[yellow]No Pub/Sub emulator on this machine (it comes with the Google Cloud SDK and needs "
+                      "Java): falling back to the file stream (new archive files every 5 s, loaded as they "
+                      "appear).[/]")
+    else:
+        to_files = False
+        emulator = pubsub.up(settings)
+        pubsub.ensure_resources(settings, fresh_subscription=True)
+        out.print(f"Pub/Sub emulator at {emulator.host}")
+    box: dict = {}
+
+    def produce() -> None:
+        box["published"] = publish.publish(settings, rate=rate, duration=seconds, seed=7, stores=stores,
+                                           products=products, to_files=to_files)
+
+    producer = threading.Thread(target=produce, daemon=True)
+    producer.start()
+    stop = threading.Event()
+    status = _stream_status()
+    with Live(status({}), console=console, refresh_per_second=2) as live:
+        def tick(counts: dict) -> None:
+            live.update(status(counts))
+            done = box.get("published")
+            if done is not None and counts.get("messages_acked" if not to_files else "messages", 0) >= done.published:
+                stop.set()
+
+        dims = str(sim_dir / landing.DIMS_DIR)
+        if to_files:
+            result = job.run_files(settings, settings.archive_dir / "events", dims_dir=dims, duration=seconds + 60,
+                                   on_tick=tick, stop=stop)
+        else:
+            result = job.run(settings, dims_dir=dims, duration=seconds + 60, on_tick=tick, stop=stop)
+    producer.join()
+    published = box["published"]
+    out.print(f"published {published.published:,} events in {published.seconds:.0f} s "
+              f"({', '.join(f'{k} {v:,}' for k, v in sorted(published.counts.items()))})")
+    print_stream(result)
+    print_reconciliation(reconcile.reconcile(settings))
+    if emulator is not None and emulator.log is not None:
+        pubsub.down(settings)
 
 
 # ---- output helpers --------------------------------------------------------------------------

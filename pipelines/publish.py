@@ -13,6 +13,9 @@ stamped with the time they are published, as a shop's systems would. Injected on
 Every message is first appended to the archive (`$LAKEHOUSE_HOME/archive/events/<start>-<pid>.jsonl`, flushed
 before the publish) and carries its archive file and line as attributes; `lakehouse reconcile` compares the
 archive with the lakehouse, and `lakehouse backfill --input '<archive>/*.jsonl'` repairs any gap.
+
+Without Pub/Sub (`--to-files`, where no emulator is installed) the archive alone is the stream: a new file every
+5 s, which `lakehouse stream --from-files` loads as it appears.
 """
 
 from __future__ import annotations
@@ -71,29 +74,38 @@ class LiveEvents:
 
 def publish(settings: Settings, *, rate: float, duration: float, topic: str | None = None, seed: int = 42,
             stores: int = 5, products: int = 40, bad_rate: float = 0.01, dup_rate: float = 0.02,
-            late_rate: float = 0.02, progress: Callable[[int], object] | None = None) -> PublishResult:
-    """Publish about `rate * duration` messages to `topic` (default: the events topic); see the module docstring."""
-    from google.cloud import pubsub_v1
+            late_rate: float = 0.02, progress: Callable[[int], object] | None = None,
+            to_files: bool = False) -> PublishResult:
+    """Publish about `rate * duration` messages to `topic` (default: the events topic); see the module docstring.
 
+    `to_files`: no Pub/Sub; the archive alone is the stream (the file stream where no emulator exists), in
+    files of FILE_SECONDS that appear complete (written as .part, then renamed).
+    """
     if rate <= 0 or duration <= 0:
         raise ValueError("--rate and --duration must be positive")
-    pubsub.use_emulator(settings)
-    client = pubsub_v1.PublisherClient(batch_settings=pubsub_v1.types.BatchSettings(
-        max_messages=1000, max_bytes=9_000_000, max_latency=0.02))
-    topic_path = settings.topic_path(topic or settings.events_topic)
+    if to_files:
+        client = topic_path = None
+    else:
+        from google.cloud import pubsub_v1
+
+        pubsub.use_emulator(settings)
+        client = pubsub_v1.PublisherClient(batch_settings=pubsub_v1.types.BatchSettings(
+            max_messages=1000, max_bytes=9_000_000, max_latency=0.02))
+        topic_path = settings.topic_path(topic or settings.events_topic)
     rng = np.random.default_rng(seed)
     live = LiveEvents(seed, stores, products)
     run = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
     archive = settings.archive_dir / "events" / f"{run}-{os.getpid()}.jsonl"
     archive.parent.mkdir(parents=True, exist_ok=True)
     result = PublishResult(archive, 0.0)
+    files = _FileStream(archive) if to_files else None
     window = dt.timedelta(seconds=settings.stream_window_seconds)
     lateness = dt.timedelta(seconds=settings.allowed_lateness_seconds)
     encode, n_event, line_no = msgspec.json.encode, 0, 0
     delayed: list[tuple[float, bytes]] = []  # duplicates due later: (monotonic due time, line)
     recent_orders: list[dict | None] = [None] * 64  # bad lines are derived from these
     started = time.monotonic()
-    with open(archive, "ab") as out:
+    with open(archive if files is None else os.devnull, "ab") as out:
         while (elapsed := time.monotonic() - started) < duration:
             due = int(rate * elapsed) - result.published
             now = dt.datetime.now(dt.UTC)
@@ -125,7 +137,13 @@ def publish(settings: Settings, *, rate: float, duration: float, topic: str | No
                                                            id_prefix=f"live-{run}-{n_event}-bad-"):
                     batch.append(("bad", line))
             delayed.sort(key=lambda d: d[0])
-            if batch:
+            if batch and files is not None:
+                files.write(b"".join(line.replace(b"\n", b" ") + b"\n" for _, line in batch))
+                for role, _ in batch:
+                    result.counts[role] += 1
+                if progress:
+                    progress(len(batch))
+            elif batch:
                 # write ahead: the archive holds every message before Pub/Sub does
                 out.write(b"".join(line.replace(b"\n", b" ") + b"\n" for _, line in batch))
                 out.flush()
@@ -141,5 +159,32 @@ def publish(settings: Settings, *, rate: float, duration: float, topic: str | No
                 if progress:
                     progress(len(batch))
             time.sleep(TICK_SECONDS)
+    if files is not None:
+        files.close()
+        result.archive = archive.parent
     result.seconds = time.monotonic() - started
     return result
+
+
+FILE_SECONDS = 5.0
+
+
+class _FileStream:
+    """Archive files of FILE_SECONDS each, written as `.part` and renamed when complete."""
+
+    def __init__(self, first: Path):
+        self.stem, self.n, self.handle, self.opened = first.with_suffix(""), 0, None, 0.0
+
+    def write(self, data: bytes) -> None:
+        if self.handle is None or time.monotonic() - self.opened >= FILE_SECONDS:
+            self.close()
+            self.n += 1
+            self.path = self.stem.with_name(f"{self.stem.name}-{self.n:05d}.jsonl")
+            self.handle, self.opened = open(self.path.with_suffix(".part"), "wb"), time.monotonic()
+        self.handle.write(data)
+
+    def close(self) -> None:
+        if self.handle is not None:
+            self.handle.close()
+            self.path.with_suffix(".part").rename(self.path)
+            self.handle = None

@@ -413,13 +413,7 @@ def run(settings: Settings, *, subscription: str | None = None, duration: float 
     build(p, settings, sub_path, dims, run_info, to_bigquery)
     stop = stop or threading.Event()
     stopped_by = ["duration" if duration else "caller"]
-
-    def on_signal(signum, _frame):
-        stopped_by[0] = signal.Signals(signum).name
-        stop.set()
-
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)} \
-        if threading.current_thread() is threading.main_thread() else {}
+    restore = _stop_on_signals(stop, stopped_by)
     started = time.monotonic()
     pubsub.ACKS.paused.clear()
     baseline = process_counts()
@@ -438,8 +432,7 @@ def run(settings: Settings, *, subscription: str | None = None, duration: float 
             while pubsub.ACKS.outstanding() and time.monotonic() < drain_until:
                 time.sleep(0.2)
     finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
+        restore()
         if result.state not in ("DONE", "FAILED", "CANCELLED"):
             result.cancel()
         pubsub.ACKS.paused.clear()
@@ -450,6 +443,53 @@ def run(settings: Settings, *, subscription: str | None = None, duration: float 
     log.info(json.dumps({"event": "stream_stopped", "run_id": run_id, "seconds": round(out.seconds, 1),
                          "stopped_by": out.stopped_by, **counters}))
     return out
+
+
+def run_files(settings: Settings, folder: Path, *, dims_dir: str, duration: float | None = None,
+              on_tick=None, stop: threading.Event | None = None) -> StreamResult:
+    """The file stream, where no Pub/Sub emulator exists: every complete JSONL file in `folder` (those that
+    `lakehouse simulate --publish --to-files` renames into place) is loaded with the backfill's pipeline as it
+    appears, until `duration`, SIGINT/SIGTERM or `stop`. Same tables and rules as the backfill (bronze, silver,
+    dead letters; no windowed aggregates or dead-letter topic); Beam's start-up makes each load take seconds."""
+    from pipelines import backfill
+
+    stop = stop or threading.Event()
+    stopped_by = ["duration" if duration else "caller"]
+    restore = _stop_on_signals(stop, stopped_by)
+    run_id = f"file-stream-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
+    started, loaded, counters = time.monotonic(), set(), Counter()
+    try:
+        while True:
+            last_round = stop.is_set() or (duration is not None and time.monotonic() - started >= duration)
+            new = sorted({str(p) for p in Path(folder).glob("*.jsonl")} - loaded)
+            if new:
+                result = backfill.run(new, dims_dir, settings)
+                counters.update(result.counters)
+                counters.update({"files": len(new), "batches": 1, "messages": result.lines_read})
+                loaded.update(new)
+                if on_tick:
+                    on_tick(dict(counters))
+            if last_round:
+                break
+            if not new:
+                stop.wait(0.5)
+    finally:
+        restore()
+    return StreamResult(run_id, str(folder), time.monotonic() - started, dict(counters), stopped_by[0])
+
+
+def _stop_on_signals(stop: threading.Event, stopped_by: list[str]):
+    """SIGINT and SIGTERM set `stop` (and name themselves in stopped_by[0]); returns a function that restores
+    the previous handlers. Only the main thread can take signals: elsewhere this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def on_signal(signum, _frame):
+        stopped_by[0] = signal.Signals(signum).name
+        stop.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    return lambda: [signal.signal(s, handler) for s, handler in previous.items()]
 
 
 def _since(baseline: dict[str, int]) -> dict[str, int]:

@@ -253,9 +253,10 @@ def test_deduplicate_without_copies_changes_nothing(run_info, dims, line):
     assert counters(result) == {}
 
 
-@pytest.mark.xfail(strict=True, reason="KNOWN LIMIT (for the streaming issue): DropLaterCopies names rows to drop by "
+@pytest.mark.xfail(strict=True, reason="KNOWN LIMIT of the batch dedupe: DropLaterCopies names rows to drop by "
                                        "(source_uri, source_line), unique for files but not for messages: copies "
-                                       "sharing it (no line numbers, as from Pub/Sub) all survive or all vanish")
+                                       "sharing it (no line numbers, as from Pub/Sub) all survive or all vanish. The "
+                                       "stream does not use it (StreamAppender keeps the first copy per event_id)")
 @pytest.mark.parametrize("source_line", [None, 1], ids=["no_line_numbers", "same_line_twice"])
 def test_deduplicate_keeps_exactly_one_of_copies_sharing_a_source_position(source_line, run_info, dims, line):
     table = silver_table(run_info, dims, "projects/p/subscriptions/events", ["e-1"], line)
