@@ -217,3 +217,27 @@ def test_reconcile_names_missing_and_doubled_records(tmp_path):
     result = reconcile.reconcile(settings)
     assert (result.archive_lines, result.event_ids) == (4, 2)
     assert result.missing_ids == ["o2"] and result.missing_lines == [(str(path), 3)] and not result.ok
+
+
+def test_the_dataflow_variant_builds_bigquery_and_pubsub_steps_without_calling_google(dims):
+    settings = Settings(environment="gcp", gcp_project="retail-lake")
+    p = beam.Pipeline()
+    run = RunInfo("stream-test", T0, Limits(now=T0))
+    stream.build(p, settings, settings.subscription_path(settings.events_subscription), dims, run, to_bigquery=True)
+    labels = {t.full_label: t.transform for t in _all_parts(p.transforms_stack[0])}
+    read = labels["ReadFromPubSub"]
+    assert read.with_attributes and read._source.full_subscription == \
+        "projects/retail-lake/subscriptions/events-stream"
+    writes = {label.rsplit(" ", 1)[1]: t for label, t in labels.items() if "/Write " in label
+              and "WriteToBigQueryTables" in type(labels[label.rsplit("/", 1)[0]]).__name__}
+    assert set(writes) == {"bronze.order_events", "bronze.inventory_events", "bronze.dead_letter",
+                           "silver.order_events", "silver.inventory_events", "silver.demand_windows"}
+    assert writes["silver.order_events"].method == "STREAMING_INSERTS"
+    publish = labels["PublishDeadLetters"]
+    assert publish.with_attributes and publish.full_topic == "projects/retail-lake/topics/events-dead-letter"
+
+
+def _all_parts(node):
+    for part in node.parts:
+        yield part
+        yield from _all_parts(part)
