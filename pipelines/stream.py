@@ -297,6 +297,7 @@ def dead_letter_messages(element):
     from apache_beam.io.gcp.pubsub import PubsubMessage
 
     _, table = element
+    count("dead_letters_to_topic", table.num_rows)
     for r in table.to_pylist():
         data = r["payload"].encode() if r["payload_encoding"] == "utf-8" else base64.b64decode(r["payload"])
         attributes = {k: str(r[k])[:1000] for k in ("reason", "stage", "detail", "source_uri", "source_line",
@@ -426,11 +427,10 @@ def run(settings: Settings, *, subscription: str | None = None, duration: float 
             if on_tick:
                 on_tick(_since(baseline))
         if not to_bigquery:
-            # drain: stop pulling, let the open micro-batches close and be written, then cancel
+            # drain: stop pulling, let the open micro-batches close and be written (acked), and the steps after
+            # the write (windows, the dead-letter topic) go quiet, then cancel
             pubsub.ACKS.paused.set()
-            drain_until = time.monotonic() + 3 * settings.stream_batch_seconds + 2
-            while pubsub.ACKS.outstanding() and time.monotonic() < drain_until:
-                time.sleep(0.2)
+            _drain(settings.stream_batch_seconds)
     finally:
         restore()
         if result.state not in ("DONE", "FAILED", "CANCELLED"):
@@ -476,6 +476,19 @@ def run_files(settings: Settings, folder: Path, *, dims_dir: str, duration: floa
     finally:
         restore()
     return StreamResult(run_id, str(folder), time.monotonic() - started, dict(counters), stopped_by[0])
+
+
+def _drain(batch_seconds: float, limit_seconds: float = 30.0) -> None:
+    """Wait until every pulled message is acked and the counts stay still for two micro-batches."""
+    deadline, quiet_for = time.monotonic() + limit_seconds, 2 * batch_seconds + 0.5
+    last, still_since = process_counts(), time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        now = process_counts()
+        if now != last or pubsub.ACKS.outstanding():
+            last, still_since = now, time.monotonic()
+        elif time.monotonic() - still_since >= quiet_for:
+            return
 
 
 def _stop_on_signals(stop: threading.Event, stopped_by: list[str]):

@@ -151,9 +151,12 @@ def test_kill_dash_nine_restart_repair_and_reconcile_to_zero(emulator, dims_dir,
     first.wait()
     thread.join()
     second = lakehouse_stream(settings, dims_dir)
+    # more events once it runs, so that a clean reconcile also means the second stream is up (and takes SIGTERM)
+    thread, _ = publish_in_background(settings, rate=100, duration=1)
+    thread.join()
     # the killed stream's unacked messages come back after the ack deadline: nothing lost, nothing doubled,
     # without any repair
-    wait_for(lambda: reconcile.reconcile(settings).ok, 3 * pubsub.ACK_DEADLINE_SECONDS + 30, "a clean reconcile")
+    wait_for(lambda: reconcile.reconcile(settings).ok, 3 * pubsub.ACK_DEADLINE_SECONDS + 60, "a clean reconcile")
     second.send_signal(signal.SIGTERM)  # a clean stop, within seconds
     assert second.wait(timeout=30) == 0, second.stdout.read().decode()[-3000:]
     assert "stopped by SIGTERM" in second.stdout.read().decode()
