@@ -31,7 +31,7 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines import contract, landing, progress, tables
-from pipelines.batches import Dimensions, RunInfo
+from pipelines.batches import Dimensions, RunInfo, file_lineage, with_lineage
 from pipelines.config import Settings
 from pipelines.parsing import Limits
 from pipelines.sinks import LakeTable, WriteToBigQueryTables, WriteToLakehouse
@@ -110,9 +110,8 @@ def load_dimensions(dims_dir: str) -> tuple[Dimensions, list[tuple[str, pa.Table
             parsed = landing.decode_dimension(f.read(), name, uri)
         records[name] = [r for r, _line in parsed]
         spec = tables.dimension(name)
-        data = [dict(zip(r.__struct_fields__, (getattr(r, k) for k in r.__struct_fields__)),
-                     source_uri=uri, source_line=line) for r, line in parsed]
-        rows.append((spec.fqn, pa.Table.from_pylist(data, schema=spec.schema)))
+        data = [dict(zip(r.__struct_fields__, (getattr(r, k) for k in r.__struct_fields__))) for r, _ in parsed]
+        rows.append((spec.fqn, with_lineage(data, file_lineage(uri, [line for _, line in parsed]), spec.schema)))
     return Dimensions.from_records(records["products"], records["stores"]), rows
 
 

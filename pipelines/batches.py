@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from operator import attrgetter
 
 import msgspec
@@ -33,12 +33,44 @@ _ENTITY = {cls: contract.ENTITY_OF[tag] for cls, tag in _TAG.items()}
 
 
 @dataclass(frozen=True)
+class Messages:
+    """Where each line of a chunk of Pub/Sub messages came from (one entry per line)."""
+
+    source_uris: list[str]
+    source_lines: list[int | None]
+    message_ids: list[str]
+    publish_times: list[dt.datetime]
+    attributes: list[str | None]  # JSON object text
+
+
+@dataclass(frozen=True)
 class LineChunk:
-    """Consecutive lines of one source file; `first_line` is the 1-based number of `lines[0]`."""
+    """Raw lines to validate: consecutive lines of one file (`first_line` is the 1-based number of `lines[0]`),
+    or a batch of Pub/Sub messages (`messages` says where each came from)."""
 
     source_uri: str
     first_line: int
     lines: list[bytes]
+    messages: Messages | None = None
+
+    def lineage(self, rows: list[int]) -> dict[str, pa.Array]:
+        """The lineage columns (tables.LINEAGE) for the chunk's lines at 0-based positions `rows`."""
+        if self.messages is None:
+            return file_lineage(self.source_uri, [self.first_line + i for i in rows])
+        m, types = self.messages, _LINEAGE_TYPES
+        return {name: pa.array([values[i] for i in rows], types[name]) for name, values in (
+            ("source_uri", m.source_uris), ("source_line", m.source_lines), ("message_id", m.message_ids),
+            ("publish_time", m.publish_times), ("attributes", m.attributes))}
+
+
+_LINEAGE_TYPES = {f.name: f.type for f in tables.LINEAGE}
+
+
+def file_lineage(source_uri: str, lines: list[int | None]) -> dict[str, pa.Array]:
+    """Lineage columns of records read from a file: no Pub/Sub fields."""
+    n = len(lines)
+    return {"source_uri": pa.array([source_uri] * n, pa.string()), "source_line": pa.array(lines, pa.int64()),
+            **{name: pa.nulls(n, _LINEAGE_TYPES[name]) for name in ("message_id", "publish_time", "attributes")}}
 
 
 @dataclass(frozen=True)
@@ -61,12 +93,13 @@ def parse_chunk(chunk: LineChunk, run: RunInfo) -> ParsedChunk:
     accepted: dict[str, tuple[list, list[int], list[bytes]]] = {e: ([], [], []) for e in contract.ENTITY_STRUCT}
     rejected: list[tuple[Rejection, int, bytes]] = []
     limits = run.limits
+    if chunk.messages is not None and chunk.messages.publish_times:
+        # a message's clock is its publish time: "from the future" means stamped later than that plus the skew
+        limits = replace(limits, now=max(chunk.messages.publish_times))
     # The hot loop calls msgspec and check_event directly; only a line that fails to decode goes through
     # parse_line, which works out why. Same rules as parse_line, a fraction of the per-line overhead.
     decode, max_bytes = EVENT_DECODER.decode, limits.max_payload_bytes
-    line_no = chunk.first_line - 1
-    for raw in chunk.lines:
-        line_no += 1
+    for row, raw in enumerate(chunk.lines):
         try:
             result = check_event(decode(raw), limits) if len(raw) <= max_bytes else None
         except (msgspec.MsgspecError, UnicodeDecodeError, RecursionError):
@@ -74,36 +107,36 @@ def parse_chunk(chunk: LineChunk, run: RunInfo) -> ParsedChunk:
         if result is None:
             result = parse_line(raw, limits)
         if type(result) is Rejection:
-            rejected.append((result, line_no, raw))
+            rejected.append((result, row, raw))
             continue
-        events, line_nos, payloads = accepted[_ENTITY[type(result)]]
+        events, rows, payloads = accepted[_ENTITY[type(result)]]
         events.append(result)
-        line_nos.append(line_no)
+        rows.append(row)
         payloads.append(raw)
     out = ParsedChunk()
-    for entity, (events, line_nos, payloads) in accepted.items():
+    for entity, (events, rows, payloads) in accepted.items():
         if events:
-            table, bad = _bronze_table(entity, events, line_nos, payloads, chunk.source_uri)
+            table, bad = _bronze_table(entity, events, rows, payloads, chunk)
             rejected.extend(bad)
             if table.num_rows:
                 out.events[entity] = table
     if rejected:
-        out.dead_letters = dead_letter_table(
-            [(r, chunk.source_uri, line_no, raw) for r, line_no, raw in rejected], run)
+        out.dead_letters = dead_letter_table([(r, raw) for r, _, raw in rejected],
+                                             chunk.lineage([row for _, row, _ in rejected]), run)
     return out
 
 
-def _bronze_table(entity, events, line_nos, payloads, source_uri):
+def _bronze_table(entity, events, rows, payloads, chunk: LineChunk):
     """Bronze rows for valid events; a payload with invalid UTF-8 in an ignored field is rejected here."""
     try:
         payload = pa.array(payloads, pa.binary()).cast(pa.string())
     except pa.ArrowInvalid:  # rare: find the offending lines and reject them
         keep = [is_utf8(p) for p in payloads]
-        bad = [(invalid_utf8(p), n, p) for p, n, ok in zip(payloads, line_nos, keep) if not ok]
+        bad = [(invalid_utf8(p), n, p) for p, n, ok in zip(payloads, rows, keep) if not ok]
         events = [e for e, ok in zip(events, keep) if ok]
-        line_nos = [n for n, ok in zip(line_nos, keep) if ok]
+        rows = [n for n, ok in zip(rows, keep) if ok]
         payloads = [p for p, ok in zip(payloads, keep) if ok]
-        table, _ = _bronze_table(entity, events, line_nos, payloads, source_uri) if events else (None, [])
+        table, _ = _bronze_table(entity, events, rows, payloads, chunk) if events else (None, [])
         return (table if table is not None else tables.bronze_events(entity).empty()), bad
     schema = tables.bronze_events(entity).schema
     names = [n for n in schema.names if n in contract.ENTITY_STRUCT[entity].__struct_fields__]
@@ -112,8 +145,7 @@ def _bronze_table(entity, events, line_nos, payloads, source_uri):
     arrays = {n: pa.array(columns[n], schema.field(n).type) for n in columns}
     arrays["event_date"] = utc_dates(arrays["event_ts"])
     arrays["payload"] = payload
-    arrays["source_uri"] = pa.array([source_uri] * len(events), pa.string())
-    arrays["source_line"] = pa.array(line_nos, pa.int64())
+    arrays.update(chunk.lineage(rows))
     return pa.Table.from_pydict({n: arrays[n] for n in schema.names}, schema=schema), []
 
 
@@ -124,10 +156,10 @@ def utc_dates(ts: pa.Array) -> pa.Array:
     return pa.array(days, pa.date32())
 
 
-def dead_letter_table(rows: list[tuple[Rejection, str, int | None, bytes]], run: RunInfo) -> pa.Table:
-    """Dead-letter rows for rejections: (rejection, source_uri, source_line, original payload)."""
+def dead_letter_table(rows: list[tuple[Rejection, bytes]], lineage: dict[str, pa.Array], run: RunInfo) -> pa.Table:
+    """Dead-letter rows for (rejection, original payload) pairs, with their lineage columns (tables.LINEAGE)."""
     records = []
-    for rejection, source_uri, line_no, raw in rows:
+    for rejection, raw in rows:
         text, encoding = payload_text(raw)
         records.append({
             "failed_at": run.started_at,
@@ -143,10 +175,16 @@ def dead_letter_table(rows: list[tuple[Rejection, str, int | None, bytes]], run:
             # a claimed date in the future would open a partition per bogus day: keep those unpartitioned
             "event_date": tables.utc_date(rejection.event_ts)
             if rejection.event_ts and rejection.event_ts <= run.limits.latest_event_ts else None,
-            "source_uri": source_uri,
-            "source_line": line_no,
         })
-    return pa.Table.from_pylist(records, schema=tables.DEAD_LETTER.schema)
+    return with_lineage(records, lineage, tables.DEAD_LETTER.schema)
+
+
+def with_lineage(records: list[dict], lineage: dict[str, pa.Array], schema: pa.Schema) -> pa.Table:
+    """A table of `schema` from row dicts without lineage plus the lineage columns."""
+    table = pa.Table.from_pylist(records, schema=pa.schema([f for f in schema if f.name not in _LINEAGE_TYPES]))
+    for name, column in lineage.items():
+        table = table.append_column(schema.field(name), column)
+    return table.select(schema.names)
 
 
 def payload_text(raw: bytes) -> tuple[str, str]:
@@ -194,13 +232,10 @@ class Dimensions:
             keys = [getattr(r, contract.DIMENSION_KEYS[name]) for r in rows]
             if len(set(keys)) != len(keys):  # a repeated key would multiply every event in the join
                 raise ValueError(f"{name}: {contract.DIMENSION_KEYS[name]} values must be unique")
-            schema = pa.schema([f for f in tables.dimension(name).schema if f.name not in _LINEAGE])
+            schema = pa.schema([f for f in tables.dimension(name).schema if f.name not in _LINEAGE_TYPES])
             return pa.Table.from_pylist([dict(zip(r.__struct_fields__, _values(r))) for r in rows], schema=schema)
 
         return cls(table("products", products), table("stores", stores))
-
-
-_LINEAGE = {f.name for f in tables.LINEAGE}
 
 
 def _values(record):
@@ -219,13 +254,14 @@ def enrich(bronze: pa.Table, entity: str, dims: Dimensions, run: RunInfo) -> tup
             joined = joined.append_column(attribute.name, dim[attribute.name].take(position))
     unknown_store = pc.invert(found["stores"])
     bad = pc.or_(unknown_store, pc.invert(found["products"]))
+    joined = joined.append_column(tables.ARRIVED_LATE, pa.nulls(joined.num_rows, pa.bool_()))  # the stream sets it
     silver = joined.filter(pc.invert(bad)).select(silver_schema.names).cast(silver_schema)
     if not pc.any(bad).as_py():
         return silver, None
     rejects = joined.filter(bad)
     rows = []
     for rec, no_store in zip(rejects.select(["event_id", "event_type", "event_ts", "store_id", "product_id",
-                                              "payload", "source_uri", "source_line"]).to_pylist(),
+                                              "payload"]).to_pylist(),
                              pc.filter(unknown_store, bad).to_pylist()):
         if no_store:
             rejection = Rejection("enrich", "unknown_store", f"store_id {rec['store_id']!r} is not in the store "
@@ -233,8 +269,9 @@ def enrich(bronze: pa.Table, entity: str, dims: Dimensions, run: RunInfo) -> tup
         else:
             rejection = Rejection("enrich", "unknown_product", f"product_id {rec['product_id']!r} is not in the "
                                   "product dimension", rec["event_id"], rec["event_type"], rec["event_ts"])
-        rows.append((rejection, rec["source_uri"], rec["source_line"], rec["payload"].encode()))
-    return silver, dead_letter_table(rows, run)
+        rows.append((rejection, rec["payload"].encode()))
+    lineage = {name: rejects[name].combine_chunks() for name in _LINEAGE_TYPES}
+    return silver, dead_letter_table(rows, lineage, run)
 
 
 def split_by(table: pa.Table, column: str) -> list[tuple[str | None, pa.Table]]:

@@ -3,6 +3,10 @@
     lakehouse simulate --days 90 --stores 5 --products 40 --out data/sim --bad-rate 0.01
     lakehouse import-orders ../shared/data/online_retail_ii.csv.xz --format online-retail --out data/retail
     lakehouse backfill --input 'data/sim/events/*.jsonl' --dims data/sim/dims
+    lakehouse pubsub up          # the Pub/Sub emulator with topics and subscriptions (pubsub down stops it)
+    lakehouse simulate --publish --rate 2000 --duration 60     # live events to Pub/Sub, archived
+    lakehouse stream --duration 60                             # Pub/Sub -> lakehouse, within seconds
+    lakehouse reconcile          # archive vs lakehouse: nothing lost, nothing doubled
     lakehouse summary            # what the lakehouse holds, dead letters by reason
     lakehouse sql "select count(*) from silver.order_events"
     lakehouse schemas --out schemas/bigquery
@@ -61,7 +65,8 @@ def _parse_pairs(values: list[str] | None, what: str) -> dict[str, str]:
 
 @app.command()
 def simulate(
-    out_dir: Annotated[Path, typer.Option("--out", help="Landing folder to write (events/, dims/, truth/).")],
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Landing folder to write (events/, dims/, truth/); "
+                                                               "not with --publish.")] = None,
     days: Annotated[int, typer.Option(min=1, help="Days of history.")] = 90,
     stores: Annotated[int, typer.Option(min=1, help="Number of stores.")] = 5,
     products: Annotated[int, typer.Option(min=1, help="Number of products.")] = 40,
@@ -71,15 +76,166 @@ def simulate(
     dup_rate: Annotated[float, typer.Option(min=0, max=1, help="Share of events delivered twice.")] = 0.0,
     late_rate: Annotated[float, typer.Option(min=0, max=1, help="Share of events arriving 1-3 days late.")] = 0.0,
     country: Annotated[str, typer.Option(help="ISO country of the stores (holidays).")] = "GB",
+    publish: Annotated[bool, typer.Option(
+        "--publish", help="Publish live events to Pub/Sub instead of writing history (archived under "
+                          "$LAKEHOUSE_HOME).")] = False,
+    topic: Annotated[str | None, typer.Option(help="--publish: topic (default: the configured events topic).")] = None,
+    rate: Annotated[float, typer.Option(min=0.001, help="--publish: events per second.")] = 100.0,
+    duration: Annotated[float, typer.Option(min=0.001, help="--publish: seconds to publish for.")] = 60.0,
 ) -> None:
-    """Simulate order and inventory events from a known demand process."""
+    """Simulate order and inventory events from a known demand process (history to files, or live to Pub/Sub)."""
     from pipelines.simulate import simulate as run_simulation
+
+    if publish:
+        _publish(topic, rate, duration, seed=seed, stores=stores, products=products, bad_rate=bad_rate,
+                 dup_rate=dup_rate, late_rate=late_rate)
+        return
+    if out_dir is None:
+        raise typer.BadParameter("--out is required (or --publish)")
 
     with _bar("Simulating days", total=days) as (bar, task):
         manifest = run_simulation(out_dir, days=days, stores=stores, products=products, start=start.date(),
                                   seed=seed, bad_rate=bad_rate, dup_rate=dup_rate, late_rate=late_rate,
                                   country=country, progress=lambda n: bar.advance(task, n))
     _print_manifest(manifest, out_dir)
+
+
+def _publish(topic: str | None, rate: float, duration: float, **kw) -> None:
+    from pipelines import pubsub
+    from pipelines.publish import publish as run_publish
+
+    settings = get_settings()
+    if settings.environment == "local" and not pubsub.listening(settings.pubsub_emulator_host):
+        console.print(f"[red]error:[/] no Pub/Sub emulator at {settings.pubsub_emulator_host}: run "
+                      "[bold]lakehouse pubsub up[/] first")
+        raise typer.Exit(2)
+    with _bar(f"Publishing {rate:,.0f} events/s for {duration:,.0f} s", total=round(rate * duration)) as (bar, task):
+        result = run_publish(settings, rate=rate, duration=duration, topic=topic,
+                             progress=lambda n: bar.advance(task, n), **kw)
+    counts = ", ".join(f"{role} {n:,}" for role, n in sorted(result.counts.items()))
+    out.print(f"published {result.published:,} messages in {result.seconds:.1f} s ({result.rate:,.0f}/s): {counts}; "
+              f"archive {result.archive}")
+
+
+pubsub_app = typer.Typer(help="The local Pub/Sub emulator: start it with the topics and subscriptions, stop it.",
+                         no_args_is_help=True)
+app.add_typer(pubsub_app, name="pubsub")
+
+
+@pubsub_app.command("up")
+def pubsub_up(
+    fresh: Annotated[bool, typer.Option("--fresh", help="Recreate the stream's subscription (drop its backlog).")]
+    = False,
+) -> None:
+    """Start the Pub/Sub emulator (unless running) and create the topics and subscriptions."""
+    from pipelines import pubsub
+
+    settings = get_settings()
+    try:
+        emulator = pubsub.up(settings)
+        if fresh:
+            pubsub.ensure_resources(settings, fresh_subscription=True)
+    except (FileNotFoundError, RuntimeError) as e:
+        console.print(f"[red]error:[/] {e}")
+        raise typer.Exit(2) from e
+    started = f"started (pid {emulator.pid}, log {emulator.log})" if emulator.log else "already running"
+    out.print(f"Pub/Sub emulator at {emulator.host}: {started}; topics {settings.events_topic}, "
+              f"{settings.dead_letter_topic}; subscription {settings.events_subscription}. "
+              f"Use it with: export PUBSUB_EMULATOR_HOST={emulator.host}")
+
+
+@pubsub_app.command("down")
+def pubsub_down() -> None:
+    """Stop the emulator started by `lakehouse pubsub up`."""
+    from pipelines import pubsub
+
+    stopped = pubsub.down(get_settings())
+    out.print("Pub/Sub emulator stopped" if stopped else "no emulator started by this lakehouse is running")
+
+
+@app.command()
+def stream(
+    subscription: Annotated[str | None, typer.Option(help="Subscription (default: the configured one).")] = None,
+    duration: Annotated[float | None, typer.Option(min=0.1, help="Stop after this many seconds "
+                                                                 "(default: until Ctrl-C or SIGTERM).")] = None,
+    dims: Annotated[str | None, typer.Option(help="Folder with products.jsonl and stores.jsonl (default: the "
+                                                  "dimensions loaded in the lakehouse).")] = None,
+    runner: Annotated[str, typer.Option(help="DirectRunner (local) or DataflowRunner (gcp).")] = "DirectRunner",
+    beam_arg: Annotated[list[str] | None, typer.Option(help="Extra Beam pipeline option, repeatable.")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Stream events from Pub/Sub into bronze, silver, dead letters and windowed demand, until stopped."""
+    from rich.live import Live
+
+    from pipelines import pubsub
+    from pipelines import stream as job
+
+    _quiet_logs(verbose)
+    settings = get_settings()
+    if settings.environment == "local" and not pubsub.listening(settings.pubsub_emulator_host):
+        console.print(f"[red]error:[/] no Pub/Sub emulator at {settings.pubsub_emulator_host}: run "
+                      "[bold]lakehouse pubsub up[/] first")
+        raise typer.Exit(2)
+    started = dt.datetime.now()
+
+    def status(c: dict) -> str:
+        silver = sum(c.get(f"rows_written.{fqn}", 0) for fqn in job.tables.SILVER_EVENTS)
+        return (f"streaming {(dt.datetime.now() - started).seconds} s: {c.get('messages', 0):,} messages, "
+                f"{silver:,} silver rows, {c.get('dead_letters', 0):,} dead letters, "
+                f"{c.get('duplicates_removed', 0):,} duplicates removed, {c.get('arrived_late', 0):,} too late "
+                f"for their window (Ctrl-C stops)")
+
+    with Live(status({}), console=console, refresh_per_second=2) as live:
+        try:
+            result = job.run(settings, subscription=subscription, duration=duration, dims_dir=dims, runner=runner,
+                             beam_args=beam_arg or [], on_tick=lambda c: live.update(status(c)))
+        except (FileNotFoundError, ValueError) as e:
+            console.print(f"[red]error:[/] {e}")
+            raise typer.Exit(2) from e
+    c = result.counters
+    table = Table(title=f"Stream {result.run_id}: {result.seconds:.0f} s, stopped by {result.stopped_by}")
+    table.add_column("records")
+    table.add_column("count", justify="right")
+    for label, key in [("messages written and acked", "messages_acked"), ("micro-batches", "batches"),
+                       *((f"rows: {fqn}", f"rows_written.{fqn}") for fqn in job.tables.written_by("events")
+                         if not fqn.startswith(("silver.products", "silver.stores"))),
+                       ("duplicates removed", "duplicates_removed"), ("too late for their window", "arrived_late"),
+                       ("window panes (on time / late)", None)]:
+        value = f"{c.get('window_panes.on_time', 0):,} / {c.get('window_panes.late', 0):,}" if key is None \
+            else f"{c.get(key, 0):,}"
+        table.add_row(label, value)
+    for key, n in sorted(c.items()):
+        if key.startswith("dead_letter."):
+            table.add_row(f"dead letter: {key.split('.', 1)[1]}", f"{n:,}")
+    out.print(table)
+
+
+@app.command("reconcile")
+def reconcile_cmd(
+    archive: Annotated[str | None, typer.Option(help="Glob of archive files (default: "
+                                                     "$LAKEHOUSE_HOME/archive/events/*.jsonl).")] = None,
+) -> None:
+    """Compare what was published (the archive) with what landed; exit 1 on anything missing or doubled."""
+    from pipelines.reconcile import reconcile
+
+    try:
+        r = reconcile(get_settings(), archive)
+    except FileNotFoundError as e:
+        console.print(f"[red]error:[/] {e}")
+        raise typer.Exit(2) from e
+    out.print(f"archive: {r.archive_lines:,} messages, {r.event_ids:,} event ids; landed: {r.silver_rows:,} silver "
+              f"rows, {r.dead_letters:,} dead letters")
+    for label, items in [("event ids missing", r.missing_ids), ("event ids doubled in silver", r.doubled_ids),
+                         ("unreadable lines missing from dead letters", r.missing_lines),
+                         ("lines dead-lettered twice", r.doubled_lines)]:
+        colour = "red" if items else "green"
+        sample = f" e.g. {', '.join(map(str, items[:5]))}" if items else ""
+        out.print(f"[{colour}]{label}: {len(items):,}[/]{sample}")
+    if not r.ok:
+        out.print("Repair: [bold]lakehouse backfill --input '<archive glob>' --dims DIR[/] loads what is missing "
+                  "(a replay never double counts), then reconcile again.")
+        raise typer.Exit(1)
+    out.print("[green]nothing lost, nothing doubled[/]")
 
 
 @app.command("import-orders")

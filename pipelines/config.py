@@ -38,6 +38,22 @@ class Settings(BaseSettings):
     gold_dataset: str = "gold"
     ml_dataset: str = "ml"
 
+    # Pub/Sub: the emulator locally (LAKEHOUSE_PUBSUB_EMULATOR_HOST), the real service with environment=gcp
+    pubsub_project: str = Field(default="local-dev", pattern=r"^[a-z][-a-z0-9:.]{4,61}[a-z0-9]$",
+                                description="Project of the emulator's topics (gcp: gcp_project is used).")
+    pubsub_emulator_host: str = Field(default="127.0.0.1:8085", description="host:port of the local emulator.")
+    events_topic: str = "events"
+    events_subscription: str = "events-stream"
+    dead_letter_topic: str = "events-dead-letter"
+    dead_letter_subscription: str = "events-dead-letter-sub"
+
+    # The stream
+    stream_batch_seconds: float = Field(default=2.0, gt=0, description="Micro-batch length: how often files land.")
+    stream_window_seconds: int = Field(default=60, gt=0, description="Event-time window of demand aggregates.")
+    allowed_lateness_seconds: int = Field(
+        default=300, ge=0, description="Events up to this late still update their window; later ones are flagged.")
+    pubsub_max_messages: int = Field(default=1000, gt=0, description="Messages per pull of the local stream.")
+
     # Limits of the event contract
     max_payload_bytes: int = Field(default=1_000_000, gt=0, description="Larger raw events are dead letters.")
     max_future_skew_hours: float = Field(
@@ -56,6 +72,21 @@ class Settings(BaseSettings):
     @property
     def runs_dir(self) -> Path:
         return self.lake_dir / "runs"
+
+    @property
+    def archive_dir(self) -> Path:
+        """Raw events as published (JSONL), the local counterpart of a Cloud Storage subscription."""
+        return self.lake_dir / "archive"
+
+    @property
+    def project_for_pubsub(self) -> str:
+        return self.gcp_project if self.environment == "gcp" and self.gcp_project else self.pubsub_project
+
+    def topic_path(self, name: str) -> str:
+        return f"projects/{self.project_for_pubsub}/topics/{name}"
+
+    def subscription_path(self, name: str) -> str:
+        return f"projects/{self.project_for_pubsub}/subscriptions/{name}"
 
     def dataset(self, layer: str) -> str:
         return {

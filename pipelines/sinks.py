@@ -1,8 +1,12 @@
 """Where processed tables land: the local Parquet lakehouse or BigQuery. Chosen in each job's `run()`.
 
-Local layout, one Parquet file per partition, replaced atomically:
+Local layout: a partition is a folder of Parquet files, usually one, replaced atomically:
 
     $LAKEHOUSE_HOME/<layer>/<table>/event_date=YYYY-MM-DD/data.parquet
+    $LAKEHOUSE_HOME/<layer>/<table>/event_date=YYYY-MM-DD/part-<time>-<pid>-<n>.parquet   (the stream's appends)
+
+The stream appends a small file per partition and micro-batch (readers see new rows within seconds without
+a partition being rewritten) and folds them into data.parquet now and then; a backfill merge folds them too.
 
 Writes are idempotent by partition and source: rewriting a partition keeps the rows that came from
 other source files, replaces the rows from this run's sources, and (for tables with a key) keeps one
@@ -29,13 +33,14 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipelines import tables
-from pipelines.batches import first_copies
+from pipelines.batches import first_copies, split_by
 from pipelines.transforms import count, key_by_partition
 
 HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
 #: (nearly) unique per row: a Parquet dictionary only costs time there (measured ~15% of a bronze write)
 _NO_DICTIONARY = frozenset({"event_id", "event_ts", "payload", "detail", "order_id", "customer_id", "source_line"})
 DATA_FILE = "data.parquet"
+PARQUET_GLOB = "*.parquet"
 
 
 # ---- local Parquet lakehouse -----------------------------------------------------------------
@@ -51,18 +56,28 @@ class LakeTable:
             return self.dir / DATA_FILE
         return self.dir / f"{self.spec.partition_by}={value if value is not None else HIVE_NULL}" / DATA_FILE
 
+    def partition_dir(self, value: str | None) -> Path:
+        return self.partition_file(value).parent
+
+    def partition_files(self, value: str | None) -> list[Path]:
+        """The partition's Parquet files: data.parquet and any appended parts."""
+        return sorted(self.partition_dir(value).glob(PARQUET_GLOB))
+
     def partitions(self) -> list[str | None]:
         """Partition values that have a file now."""
         if self.spec.partition_by is None:
-            return [None] if (self.dir / DATA_FILE).exists() else []
+            return [None] if self.partition_files(None) else []
         values = []
-        for path in sorted(self.dir.glob(f"{self.spec.partition_by}=*/{DATA_FILE}")):
-            value = path.parent.name.split("=", 1)[1]
-            values.append(None if value == HIVE_NULL else value)
+        for folder in sorted(self.dir.glob(f"{self.spec.partition_by}=*")):
+            if any(folder.glob(PARQUET_GLOB)):
+                value = folder.name.split("=", 1)[1]
+                values.append(None if value == HIVE_NULL else value)
         return values
 
     def files(self) -> list[Path]:
-        return sorted(self.dir.glob(f"**/{DATA_FILE}"))
+        if self.spec.partition_by is None:
+            return self.partition_files(None)
+        return sorted(self.dir.glob(f"{self.spec.partition_by}=*/{PARQUET_GLOB}"))
 
     @contextmanager
     def lock(self):
@@ -75,20 +90,45 @@ class LakeTable:
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
-    def read_partition(self, value: str | None) -> pa.Table:
-        """A partition's rows with the full schema (the partition column comes from the path)."""
-        table = pq.read_table(self.partition_file(value), schema=self._file_schema)
+    def read_partition(self, value: str | None, files: list[Path] | None = None) -> pa.Table:
+        """A partition's rows (all its files, or `files`) with the full schema (partition column from the path)."""
+        files = self.partition_files(value) if files is None else files
+        table = pa.concat_tables([pq.read_table(f, schema=self._file_schema) for f in files]) if files else \
+            self._file_schema.empty_table()
         if self.spec.partition_by is None:
             return table
         field = self.spec.schema.field(self.spec.partition_by)
         column = pa.array([value] * table.num_rows, pa.string()).cast(field.type)
         return table.append_column(field, column).select(self.spec.schema.names)
 
-    def write_partition(self, value: str | None, table: pa.Table) -> None:
-        """Replace a partition's file atomically; as in Hive, the partition column lives in the path only."""
+    def write_partition(self, value: str | None, table: pa.Table, replaces: Iterable[Path] = ()) -> None:
+        """Write the partition's data.parquet atomically, then remove the files it `replaces` (appended parts
+        folded into it); as in Hive, the partition column lives in the path only."""
+        _atomic_write(self._for_file(table), self.partition_file(value))
+        for path in replaces:
+            if path.name != DATA_FILE:
+                path.unlink(missing_ok=True)
+
+    def append_part(self, value: str | None, table: pa.Table) -> Path:
+        """Add a small file to the partition (the stream's micro-batches); call under `lock()`."""
+        global _PARTS
+        _PARTS += 1
+        name = f"part-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S%f}-{os.getpid()}-{_PARTS}.parquet"
+        path = self.partition_dir(value) / name
+        _atomic_write(self._for_file(table), path)
+        return path
+
+    def compact(self, value: str | None) -> None:
+        """Fold the partition's files into one data.parquet (rows sorted as a backfill writes them)."""
+        with self.lock():
+            files = self.partition_files(value)
+            if len(files) > 1:
+                self.write_partition(value, self.read_partition(value, files).sort_by(_sort_keys(self.spec)), files)
+
+    def _for_file(self, table: pa.Table) -> pa.Table:
         if self.spec.partition_by is not None:
             table = table.drop_columns([self.spec.partition_by])
-        _atomic_write(table, self.partition_file(value))
+        return table
 
     @property
     def _file_schema(self) -> pa.Schema:
@@ -98,7 +138,8 @@ class LakeTable:
 
     def _rows_from(self, value: str | None, sources: pa.Array) -> pa.ChunkedArray:
         """Per row of the partition: whether it came from `sources` (reads one column only)."""
-        uris = pq.read_table(self.partition_file(value), columns=["source_uri"])["source_uri"]
+        uris = pa.chunked_array([pq.read_table(f, columns=["source_uri"])["source_uri"]
+                                 for f in self.partition_files(value)], pa.string())
         return pc.is_in(uris, value_set=sources)
 
     def _holds_any(self, value: str | None, sources: pa.Array) -> bool:
@@ -112,16 +153,18 @@ class LakeTable:
 
     def merge_partition(self, value: str | None, new: pa.Table | None, sources: frozenset[str]) -> tuple[int, int]:
         """Replace this partition's rows from `sources` with `new`; returns (new rows kept, copies dropped)."""
-        path = self.partition_file(value)
         schema = self.spec.schema
         new = new.select(schema.names).cast(schema) if new is not None else schema.empty_table()
+        received = new.num_rows
         with self.lock():
-            if path.exists():
+            files = self.partition_files(value)
+            if files:
                 ours = pa.array(sorted(sources), pa.string())
                 if new.num_rows == 0 and not self._holds_any(value, ours):
                     return 0, 0  # a sweep, and nothing of ours here: leave the file alone
-                old = self.read_partition(value)
-                old = old.filter(pc.invert(pc.is_in(old["source_uri"], value_set=ours)))
+                old = self.read_partition(value, files)
+                old = old.filter(pc.invert(_replaceable(old, ours)))
+                new = _not_received_before(new, old)
             else:
                 if new.num_rows == 0:
                     return 0, 0
@@ -141,8 +184,31 @@ class LakeTable:
                 merged = merged.select(schema.names)
                 kept_new = int(first[old.num_rows:].sum())
                 merged = merged.filter(pa.array(first))
-            self.write_partition(value, merged.sort_by(_sort_keys(self.spec)))
-        return kept_new, new.num_rows - kept_new
+            self.write_partition(value, merged.sort_by(_sort_keys(self.spec)), files)
+        return kept_new, received - kept_new
+
+
+_PARTS = 0
+
+
+def _replaceable(old: pa.Table, ours: pa.Array) -> pa.ChunkedArray:
+    """Rows a load of `ours` replaces: those it read from them before. Rows the stream took from a subscription
+    (message_id set) stay even when they name an archive file of ours: a repair over the archive fills gaps
+    around them and keeps their Pub/Sub lineage."""
+    from_ours = pc.is_in(old["source_uri"], value_set=ours)
+    if "message_id" not in old.column_names:
+        return from_ours
+    return pc.and_(from_ours, pc.is_null(old["message_id"]))
+
+
+def _not_received_before(new: pa.Table, old: pa.Table) -> pa.Table:
+    """`new` without the records `old` already holds as the same archive line (the stream's copy of it)."""
+    if "message_id" not in old.column_names or not pc.any(pc.is_valid(old["message_id"])).as_py():
+        return new
+    streamed = old.filter(pc.and_(pc.is_valid(old["message_id"]), pc.is_valid(old["source_line"])))
+    held = set(zip(streamed["source_uri"].to_pylist(), streamed["source_line"].to_pylist()))
+    keep = [(u, n) not in held for u, n in zip(new["source_uri"].to_pylist(), new["source_line"].to_pylist())]
+    return new.filter(pa.array(keep, pa.bool_()))
 
 
 def _sort_keys(spec: tables.TableSpec) -> list[tuple[str, str]]:
@@ -150,7 +216,7 @@ def _sort_keys(spec: tables.TableSpec) -> list[tuple[str, str]]:
     min/max statistics on event_ts for readers that prune row groups."""
     first = ["event_ts"] if "event_ts" in spec.schema.names else list(spec.key)
     keys = [*first, "source_uri", "source_line"]  # (source_uri, source_line) is unique: a total order
-    return [(c, "ascending") for c in dict.fromkeys(keys)]
+    return [(c, "ascending") for c in dict.fromkeys(keys) if c in spec.schema.names]
 
 
 def _atomic_write(table: pa.Table, path: Path) -> None:
@@ -160,6 +226,97 @@ def _atomic_write(table: pa.Table, path: Path) -> None:
     dictionary = [c for c in table.column_names if c not in _NO_DICTIONARY]
     pq.write_table(table, tmp, compression="zstd", use_dictionary=dictionary, write_statistics=True)
     os.replace(tmp, path)
+
+
+# ---- the stream's appends ----------------------------------------------------------------------
+def record_identities(spec: tables.TableSpec, table: pa.Table) -> list:
+    """What makes two rows one within a partition: the key (events: event_id), or, for tables without one, the
+    received record (archive line, else Pub/Sub message id), so a redelivered message lands once."""
+    if spec.key:
+        columns = [table[c].to_pylist() for c in spec.key if c != spec.partition_by]
+        return columns[0] if len(columns) == 1 else list(zip(*columns))
+    uris, lines, ids = (table[c].to_pylist() for c in tables.RECORD_ID)
+    return [(u, n) if n is not None else (u, m) for u, n, m in zip(uris, lines, ids)]
+
+
+class StreamAppender:
+    """Appends micro-batches to lakehouse partitions as small files, each row at most once.
+
+    A row whose identity (`record_identities`) the partition already holds is dropped: earlier copies win,
+    whoever wrote them. The identities of each partition are read once and then kept current; a partition whose
+    files changed behind our back (a backfill merged it) is read again. Every `compact_after` appended files
+    are folded into the partition's data.parquet.
+    """
+
+    def __init__(self, root: Path, compact_after: int = 30):
+        self.root, self.compact_after = Path(root), compact_after
+        self._seen: dict[tuple[str, str | None], tuple[frozenset, set]] = {}
+
+    def append(self, fqn: str, value: str | None, new: pa.Table) -> pa.Table:
+        """Write the rows of `new` (one partition) not seen before; returns them."""
+        lake = LakeTable(self.root, tables.TABLES[fqn])
+        schema = lake.spec.schema
+        new = new.select(schema.names).cast(schema)
+        order = [(c, "ascending", "at_end") for c in ("publish_time", "source_uri", "source_line")]
+        new = new.take(pc.sort_indices(new, sort_keys=order))
+        with lake.lock():
+            files = lake.partition_files(value)
+            seen = self._identities(lake, (fqn, value), files)
+            keep = np.zeros(new.num_rows, dtype=bool)
+            for i, identity in enumerate(record_identities(lake.spec, new)):
+                if identity not in seen:
+                    seen.add(identity)
+                    keep[i] = True
+            kept = new.filter(pa.array(keep)) if not keep.all() else new
+            if kept.num_rows:
+                files.append(lake.append_part(value, kept))
+            if len(files) > self.compact_after:
+                lake.write_partition(value, lake.read_partition(value, files).sort_by(_sort_keys(lake.spec)), files)
+                files = lake.partition_files(value)
+            self._seen[(fqn, value)] = (_signature(files), seen)
+        return kept
+
+    def _identities(self, lake: LakeTable, key: tuple[str, str | None], files: list[Path]) -> set:
+        cached = self._seen.get(key)
+        if cached is not None and cached[0] == _signature(files):
+            return cached[1]
+        columns = [c for c in (lake.spec.key or tables.RECORD_ID) if c != lake.spec.partition_by]
+        seen: set = set()
+        for f in files:
+            part = pq.read_table(f, columns=columns)
+            seen.update(record_identities(_without_partition(lake.spec), part))
+        return seen
+
+
+def _signature(files: list[Path]) -> frozenset:
+    return frozenset((f.name, f.stat().st_mtime_ns) for f in files if f.exists())
+
+
+def _without_partition(spec: tables.TableSpec) -> tables.TableSpec:
+    return tables.TableSpec(spec.layer, spec.name, spec.schema, spec.description,
+                            key=tuple(c for c in spec.key if c != spec.partition_by))
+
+
+def add_to_windows(root: Path, rows: pa.Table) -> int:
+    """Add the panes in `rows` (silver.demand_windows columns, a delta each) to the stored windows: sums add up,
+    `panes` counts firings, the latest firing's timing and time win. Returns the windows touched."""
+    spec = tables.DEMAND_WINDOWS
+    lake = LakeTable(root, spec)
+    touched = 0
+    sums = ["units_ordered", "units_returned", "order_lines", "net_revenue", "panes"]
+    for value, part in split_by(rows.select(spec.schema.names).cast(spec.schema), spec.partition_by):
+        with lake.lock():
+            files = lake.partition_files(value)
+            both = pa.concat_tables([lake.read_partition(value, files), part]) if files else part
+            merged = both.group_by(list(spec.key), use_threads=False).aggregate(
+                [(c, "sum") for c in sums] + [("window_end", "max"), ("window_date", "max"),
+                                              ("last_pane", "last"), ("updated_at", "max")])
+            merged = merged.rename_columns([n.removesuffix("_sum").removesuffix("_max").removesuffix("_last")
+                                            for n in merged.column_names])
+            lake.write_partition(value, merged.select(spec.schema.names).cast(spec.schema)
+                                 .sort_by(_sort_keys(spec)), files)
+            touched += part.num_rows
+    return touched
 
 
 class WriteToLakehouse(beam.PTransform):

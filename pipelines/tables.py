@@ -87,9 +87,19 @@ def struct_fields(struct: type[msgspec.Struct]) -> list[pa.Field]:
 # ---- columns the pipelines add ---------------------------------------------------------------
 EVENT_DATE = _field("event_date", pa.date32(), False, "UTC date of event_ts; the partition column.")
 LINEAGE = [
-    _field("source_uri", pa.string(), False, "File (or subscription) the record was read from."),
-    _field("source_line", pa.int64(), True, "1-based line number in source_uri, when read from a file."),
+    _field("source_uri", pa.string(), False,
+           "File the record was read from; for a Pub/Sub message, its archive file when the producer named it "
+           "(attribute archive_uri), otherwise pubsub://<subscription>."),
+    _field("source_line", pa.int64(), True, "1-based line number in source_uri (files and archived messages)."),
+    _field("message_id", pa.string(), True, "Pub/Sub message id, when the record came from a subscription."),
+    _field("publish_time", TIMESTAMP, True, "Pub/Sub publish time, when the record came from a subscription."),
+    _field("attributes", pa.string(), True, "Pub/Sub message attributes as a JSON object, when any."),
 ]
+#: what names one received record: a file line, or a Pub/Sub message (redeliveries share it)
+RECORD_ID = ("source_uri", "source_line", "message_id")
+ARRIVED_LATE = _field("arrived_late", pa.bool_(), True,
+                      "Stream only: published after its event-time window closed (window end + allowed lateness), "
+                      "so the windowed aggregates left it out; null when loaded from files.")
 PAYLOAD = _field("payload", pa.string(), False, "The raw event exactly as received (JSON text).")
 #: dimension attributes copied onto silver events, typed as the dimension contract says
 ENRICHMENT = {
@@ -129,7 +139,7 @@ class TableSpec:
     # both stay (and dbt's uniqueness test on event_id names them).
     key: tuple[str, ...] = ()
     cluster_by: tuple[str, ...] = ()
-    #: the job that writes the table: "events" (backfill and stream) or "forecast" (ml)
+    #: the job that writes the table: "events" (backfill and stream), "stream" (only the stream), "forecast" (ml)
     writer: str = "events"
 
     @property
@@ -154,7 +164,8 @@ class TableSpec:
 def _event_tables(entity: str) -> list[TableSpec]:
     fields = struct_fields(contract.ENTITY_STRUCT[entity])
     bronze = pa.schema([*fields, EVENT_DATE, PAYLOAD, *LINEAGE])
-    silver = pa.schema([*fields, EVENT_DATE, *ENRICHMENT["products"], *ENRICHMENT["stores"], *LINEAGE])
+    silver = pa.schema([*fields, EVENT_DATE, *ENRICHMENT["products"], *ENRICHMENT["stores"], ARRIVED_LATE,
+                        *LINEAGE])
     cluster = ("store_id", "product_id")
     return [
         TableSpec("bronze", f"{entity}_events", bronze,
@@ -176,6 +187,23 @@ def _dimension_table(name: str) -> TableSpec:
 DEAD_LETTER = TableSpec("bronze", "dead_letter", pa.schema(DEAD_LETTER_FIELDS),
                         "Records that failed the contract or enrichment, with the original payload and reason.",
                         partition_by="event_date", cluster_by=("stage", "reason"))
+
+# ---- the stream's event-time aggregates --------------------------------------------------------
+DEMAND_WINDOWS = TableSpec("silver", "demand_windows", pa.schema([
+    _field("window_start", TIMESTAMP, False, "Start of the event-time window (UTC)."),
+    _field("window_end", TIMESTAMP, False, "End of the event-time window (UTC, exclusive)."),
+    _field("window_date", pa.date32(), False, "UTC date of window_start; the partition column."),
+    *[f for f in struct_fields(contract.OrderEvent) if f.name in ("store_id", "product_id")],
+    _field("units_ordered", pa.int64(), False, "Units ordered in the window (order events)."),
+    _field("units_returned", pa.int64(), False, "Units returned in the window (return events, as a positive number)."),
+    _field("order_lines", pa.int64(), False, "Order and return events counted."),
+    _field("net_revenue", pa.float64(), False, "sum(quantity * unit_price * (1 - discount_pct))."),
+    _field("panes", pa.int64(), False, "Firings that added to the row: 1 on time, more when late events came."),
+    _field("last_pane", pa.string(), False, "Timing of the latest firing: EARLY, ON_TIME or LATE."),
+    _field("updated_at", TIMESTAMP, False, "When the stream last added to the row."),
+]), "Demand per store x product in event-time windows, from the stream (late events within the allowed "
+    "lateness update their window).", partition_by="window_date", key=("window_start", "store_id", "product_id"),
+    cluster_by=("store_id", "product_id"), writer="stream")
 
 # ---- forecasting outputs (written by `ml`, read by dbt's forecast marts) ----------------------
 _SERIES = [
@@ -240,6 +268,7 @@ TABLES: dict[str, TableSpec] = {
         DEAD_LETTER,
         _dimension_table("products"),
         _dimension_table("stores"),
+        DEMAND_WINDOWS,
         FORECASTS,
         FORECAST_RUNS,
         BACKTEST_METRICS,

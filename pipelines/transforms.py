@@ -13,7 +13,9 @@ per-event path. Every bad record leaves through the `dead_letter` output with a 
 
 from __future__ import annotations
 
+import threading
 import zlib
+from collections import Counter
 from typing import NamedTuple
 
 import apache_beam as beam
@@ -31,6 +33,7 @@ from pipelines.batches import (
     RunInfo,
     dead_letter_table,
     enrich,
+    file_lineage,
     first_copies,
     parse_chunk,
     split_by,
@@ -46,8 +49,21 @@ CHUNK_LINES = 20_000
 _READ_BLOCK = 8 << 20
 
 
+#: the same counts, for this process only: a DirectRunner stream reads them while it runs (querying Beam's
+#: metrics of a running DirectRunner stream stalls it) and after a cancel (which leaves metrics incomplete)
+PROCESS_COUNTS: Counter[str] = Counter()
+_COUNTS_LOCK = threading.Lock()
+
+
 def count(name: str, n: int = 1) -> None:
     Metrics.counter(NAMESPACE, name).inc(n)
+    with _COUNTS_LOCK:
+        PROCESS_COUNTS[name] += n
+
+
+def process_counts() -> dict[str, int]:
+    with _COUNTS_LOCK:
+        return dict(PROCESS_COUNTS)
 
 
 def count_dead_letters(table: pa.Table) -> None:
@@ -102,7 +118,7 @@ class ReadLineChunks(beam.DoFn):
         if error is not None:
             rejection = Rejection("read", "unreadable_file", f"{type(error).__name__}: {error} after "
                                   f"{lines_read:,} lines; the rest of the file is not loaded")
-            dead = dead_letter_table([(rejection, uri, None, b"")], self.run)
+            dead = dead_letter_table([(rejection, b"")], file_lineage(uri, [None]), self.run)
             count_dead_letters(dead)
             yield beam.pvalue.TaggedOutput(DEAD_LETTER, (tables.DEAD_LETTER.fqn, dead))
 

@@ -22,7 +22,7 @@ import pyarrow as pa
 
 from pipelines import tables
 from pipelines.config import Settings
-from pipelines.sinks import DATA_FILE, LakeTable
+from pipelines.sinks import PARQUET_GLOB, LakeTable
 
 DUCK_TYPES = {
     pa.string(): "VARCHAR",
@@ -42,8 +42,8 @@ def view_sql(settings: Settings, spec: tables.TableSpec) -> str:
         typed = ", ".join(f'CAST(NULL AS {DUCK_TYPES[f.type]}) AS "{f.name}"' for f in spec.schema)
         return f"SELECT {typed} WHERE false"
     if spec.partition_by is None:
-        return f"SELECT {columns} FROM read_parquet('{lake.dir / DATA_FILE}')"
-    glob = lake.dir / f"{spec.partition_by}=*" / DATA_FILE
+        return f"SELECT {columns} FROM read_parquet('{lake.dir / PARQUET_GLOB}')"
+    glob = lake.dir / f"{spec.partition_by}=*" / PARQUET_GLOB
     hive_type = DUCK_TYPES[spec.schema.field(spec.partition_by).type]
     return (f"SELECT {columns} FROM read_parquet('{glob}', hive_partitioning = true, "
             f"hive_types = {{'{spec.partition_by}': '{hive_type}'}})")
