@@ -35,9 +35,12 @@ locals {
     silver_dataset           = module.bigquery.datasets["silver"]
     gold_dataset             = module.bigquery.datasets["gold"]
     ml_dataset               = module.bigquery.datasets["ml"]
-    pubsub_topic             = var.events_topic
-    pubsub_subscription      = var.events_subscription
-    pubsub_dead_letter_topic = var.dead_letter_topic
+    events_topic             = var.events_topic
+    events_subscription      = var.events_subscription
+    dead_letter_topic        = var.dead_letter_topic
+    dead_letter_subscription = var.dead_letter_subscription
+    stream_window_seconds    = tostring(var.stream_window_seconds)
+    allowed_lateness_seconds = tostring(var.allowed_lateness_seconds)
   }
   lakehouse_env = { for k, v in local.settings : "LAKEHOUSE_${upper(k)}" => v }
 }
@@ -85,6 +88,7 @@ module "pubsub" {
   events_topic          = var.events_topic
   events_subscription   = var.events_subscription
   dead_letter_topic     = var.dead_letter_topic
+  dead_letter_sub       = var.dead_letter_subscription
   max_delivery_attempts = var.max_delivery_attempts
   message_retention     = var.message_retention
   landing_bucket        = module.storage.landing_bucket
@@ -113,21 +117,19 @@ module "iam" {
 module "dataflow" {
   source = "./modules/dataflow"
 
-  project_id               = var.project_id
-  region                   = var.region
-  name_prefix              = var.name_prefix
-  labels                   = var.labels
-  template_gcs_path        = var.stream_template_gcs_path
-  image                    = var.stream_image
-  service_account_email    = module.iam.dataflow_service_account
-  dataflow_bucket          = module.storage.dataflow_bucket
-  subnetwork               = var.dataflow_subnetwork
-  machine_type             = var.dataflow_machine_type
-  max_workers              = var.dataflow_max_workers
-  subscription             = module.pubsub.events_subscription
-  window_seconds           = var.window_seconds
-  allowed_lateness_seconds = var.allowed_lateness_seconds
-  settings                 = local.settings
+  project_id            = var.project_id
+  region                = var.region
+  name_prefix           = var.name_prefix
+  labels                = var.labels
+  template_gcs_path     = var.stream_template_gcs_path
+  image                 = var.stream_image
+  service_account_email = module.iam.dataflow_service_account
+  dataflow_bucket       = module.storage.dataflow_bucket
+  subnetwork            = var.dataflow_subnetwork
+  machine_type          = var.dataflow_machine_type
+  max_workers           = var.dataflow_max_workers
+  dims_uri              = "gs://${module.storage.landing_bucket}/dims"
+  settings              = local.settings
 
   depends_on = [module.iam]
 }

@@ -80,7 +80,7 @@ variable "deletion_protection" {
 # ---- Pub/Sub --------------------------------------------------------------------------------
 variable "events_topic" {
   type        = string
-  description = "Topic the producers publish order and inventory events to (LAKEHOUSE_PUBSUB_TOPIC)."
+  description = "Topic the producers publish order and inventory events to (LAKEHOUSE_EVENTS_TOPIC)."
   default     = "events"
 
   validation {
@@ -91,7 +91,7 @@ variable "events_topic" {
 
 variable "events_subscription" {
   type        = string
-  description = "Subscription the streaming Dataflow job reads (LAKEHOUSE_PUBSUB_SUBSCRIPTION)."
+  description = "Subscription the streaming Dataflow job reads (LAKEHOUSE_EVENTS_SUBSCRIPTION)."
   default     = "events-stream"
 
   validation {
@@ -102,12 +102,23 @@ variable "events_subscription" {
 
 variable "dead_letter_topic" {
   type        = string
-  description = "Topic for dead letters: the stream publishes records that fail the contract, and Pub/Sub forwards messages that exhaust their delivery attempts (LAKEHOUSE_PUBSUB_DEAD_LETTER_TOPIC)."
+  description = "Topic for dead letters: the stream publishes records that fail the contract, and Pub/Sub forwards messages that exhaust their delivery attempts (LAKEHOUSE_DEAD_LETTER_TOPIC)."
   default     = "events-dead-letter"
 
   validation {
     condition     = can(regex("^[A-Za-z][-A-Za-z0-9_.~+%]{2,254}$", var.dead_letter_topic)) && !startswith(var.dead_letter_topic, "goog")
     error_message = "dead_letter_topic must be 3-255 characters, start with a letter, hold only letters, digits and - _ . ~ + %, and not start with \"goog\"."
+  }
+}
+
+variable "dead_letter_subscription" {
+  type        = string
+  description = "Subscription on the dead-letter topic, to inspect or replay dead letters (LAKEHOUSE_DEAD_LETTER_SUBSCRIPTION)."
+  default     = "events-dead-letter-sub"
+
+  validation {
+    condition     = can(regex("^[A-Za-z][-A-Za-z0-9_.~+%]{2,254}$", var.dead_letter_subscription)) && !startswith(var.dead_letter_subscription, "goog")
+    error_message = "dead_letter_subscription must be 3-255 characters, start with a letter, hold only letters, digits and - _ . ~ + %, and not start with \"goog\"."
   }
 }
 
@@ -214,21 +225,21 @@ variable "dataflow_subnetwork" {
   default     = null
 }
 
-variable "window_seconds" {
+variable "stream_window_seconds" {
   type        = number
-  description = "Length of the stream's event-time demand windows in seconds (passed to the job)."
+  description = "Length of the stream's event-time demand windows in seconds (LAKEHOUSE_STREAM_WINDOW_SECONDS)."
   default     = 60
 
   validation {
-    condition     = var.window_seconds >= 1
-    error_message = "window_seconds must be at least 1."
+    condition     = var.stream_window_seconds >= 1
+    error_message = "stream_window_seconds must be at least 1."
   }
 }
 
 variable "allowed_lateness_seconds" {
   type        = number
-  description = "How late an event may arrive and still update its window (later events are kept in silver, flagged late)."
-  default     = 3600
+  description = "How late an event may arrive and still update its window; later events are kept in silver, flagged late (LAKEHOUSE_ALLOWED_LATENESS_SECONDS)."
+  default     = 300
 
   validation {
     condition     = var.allowed_lateness_seconds >= 0

@@ -28,8 +28,9 @@ FLEX = REPO / "pipelines" / "flex_template"
 #: BigQuery's standard SQL type names and the legacy spellings the API answers with
 TYPE_ALIASES = {"INT64": "INTEGER", "FLOAT64": "FLOAT", "BOOL": "BOOLEAN"}
 PRIMITIVE = re.compile(r"roles/(owner|editor|viewer)\b")
-#: Settings the streaming issue adds (names agreed in its spec); checked once pipelines.config has them
-PENDING_SETTINGS = {"pubsub_topic", "pubsub_subscription", "pubsub_dead_letter_topic"}
+#: Terraform variables that are pipelines.config settings under the same name
+SHARED_WITH_SETTINGS = ("region", "events_topic", "events_subscription", "dead_letter_topic",
+                        "dead_letter_subscription", "stream_window_seconds", "allowed_lateness_seconds")
 
 
 @functools.cache
@@ -97,7 +98,7 @@ def test_every_table_the_jobs_write_is_provisioned_from_the_contract_schema():
     index_path, schema_files = rendered_table_files()
     assert index_path == REPO / "schemas" / "bigquery" / "tables.json"
     writers = {spec.writer for spec in tables.TABLES.values()}
-    assert writers == {"events", "forecast"}  # a new writer must be looked at here
+    assert writers == {"events", "stream", "forecast"}  # a new writer must be looked at here
     assert set(schema_files) == {fqn for w in writers for fqn in tables.written_by(w)}
     legacy = named("bigquery", "locals")["legacy_type"]
     assert legacy == TYPE_ALIASES  # only spellings change, never a type
@@ -202,6 +203,7 @@ def test_every_variable_has_a_type_and_a_description(name):
     ("events_topic", ["events", "events.v2"], ["goog-events", "1events", "ev", "events/x"]),
     ("events_subscription", ["events-stream"], ["googstream", "-stream", "s"]),
     ("dead_letter_topic", ["events-dead-letter"], ["googdl", "dl", "dead letter"]),
+    ("dead_letter_subscription", ["events-dead-letter-sub"], ["googdl", "d", "dead/letter"]),
 ])
 def test_validation_rejects_bad_names_and_accepts_good_ones(variable, good, bad):
     body = named("", "variable")[variable]
@@ -224,17 +226,19 @@ def test_names_fit_google_limits():
 def test_project_rule_and_defaults_agree_with_the_settings():
     variables = named("", "variable")
     assert regex_of(variables["project_id"]) == Settings.model_fields["gcp_project"].metadata[0].pattern
-    assert variables["region"]["default"] == Settings().gcp_region
-    for field in PENDING_SETTINGS & set(Settings.model_fields):  # once the streaming settings exist
-        tf_name = {"pubsub_topic": "events_topic", "pubsub_subscription": "events_subscription",
-                   "pubsub_dead_letter_topic": "dead_letter_topic"}[field]
-        assert variables[tf_name]["default"] == getattr(Settings(), field)
+    defaults = Settings()
+    for name in SHARED_WITH_SETTINGS:
+        field = "gcp_region" if name == "region" else name
+        assert variables[name]["default"] == getattr(defaults, field), name
 
 
 def test_deployed_settings_are_settings_fields():
     settings = named("", "locals")["settings"]
-    unknown = set(settings) - set(Settings.model_fields) - PENDING_SETTINGS
+    unknown = set(settings) - set(Settings.model_fields)
     assert not unknown, f"Terraform sets LAKEHOUSE_* variables that pipelines.config does not read: {unknown}"
+    for name in SHARED_WITH_SETTINGS:  # the deployed value is the variable, not a copy of its default
+        field = "gcp_region" if name == "region" else name
+        assert re.fullmatch(rf"\$\{{(tostring\()?var\.{name}\)?\}}", settings[field]), field
 
 
 # ---- the Flex Template ---------------------------------------------------------------------------
@@ -260,14 +264,10 @@ def test_every_template_parameter_reaches_a_setting_or_a_cli_option():
 
     commands = typer.main.get_command(app).commands
     options = {name: set(_command_options(name)) for name in flex_template.COMMANDS if name in commands}
-    assert "backfill" in options
+    assert set(options) == set(flex_template.COMMANDS)
     unplaced = []
     for name in metadata_parameters():
         if name == "command" or name in Settings.model_fields or any(name in o for o in options.values()):
-            continue
-        if "stream" not in options and name in {"subscription", "window_seconds", "allowed_lateness_seconds"}:
-            continue  # `lakehouse stream` arrives with the streaming issue
-        if name in PENDING_SETTINGS:
             continue
         unplaced.append(name)
     assert not unplaced, f"metadata.json parameters nothing reads: {unplaced}"

@@ -51,12 +51,11 @@ resource "google_dataflow_flex_template_job" "stream" {
   on_delete               = "drain"
   labels                  = var.labels
 
-  # Names match pipelines/flex_template/metadata.json (checked by tests/test_terraform.py).
+  # The settings (subscription, topics, datasets, windows) and `lakehouse stream` options, named as in
+  # pipelines/flex_template/metadata.json (checked by tests/test_terraform.py).
   parameters = merge(var.settings, {
-    command                  = "stream"
-    subscription             = var.subscription
-    window_seconds           = tostring(var.window_seconds)
-    allowed_lateness_seconds = tostring(var.allowed_lateness_seconds)
+    command = "stream"
+    dims    = var.dims_uri
   })
 
   depends_on = [google_artifact_registry_repository_iam_member.workers_pull]

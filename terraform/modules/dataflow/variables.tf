@@ -53,19 +53,9 @@ variable "max_workers" {
   description = "Autoscaling ceiling."
 }
 
-variable "subscription" {
+variable "dims_uri" {
   type        = string
-  description = "Full id of the subscription the stream reads."
-}
-
-variable "window_seconds" {
-  type        = number
-  description = "Event-time window length in seconds."
-}
-
-variable "allowed_lateness_seconds" {
-  type        = number
-  description = "Allowed lateness of the windows in seconds."
+  description = "gs:// folder with products.jsonl and stores.jsonl, the stream's enrichment dimensions."
 }
 
 variable "settings" {

@@ -57,7 +57,7 @@ resource "google_pubsub_subscription" "stream" {
 
 resource "google_pubsub_subscription" "dead_letter" {
   project                    = var.project_id
-  name                       = "${var.dead_letter_topic}-sub"
+  name                       = var.dead_letter_sub
   topic                      = google_pubsub_topic.dead_letter.id
   labels                     = var.labels
   ack_deadline_seconds       = 60

@@ -18,6 +18,11 @@ variable "dead_letter_topic" {
   description = "Topic for dead letters (from the stream and from exhausted deliveries)."
 }
 
+variable "dead_letter_sub" {
+  type        = string
+  description = "Subscription on the dead-letter topic."
+}
+
 variable "max_delivery_attempts" {
   type        = number
   description = "Deliveries before a message is forwarded to the dead-letter topic."
