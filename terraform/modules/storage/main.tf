@@ -21,7 +21,7 @@ locals {
 
 resource "google_storage_bucket" "this" {
   for_each = local.buckets
-  # checkov:skip=CKV_GCP_62: access logs would need a log bucket of their own; Cloud Audit Logs (data access) record object reads and writes
+  # checkov:skip=CKV_GCP_62: usage logs would need a log bucket of their own; where object-level audit is required, turn on Data Access audit logs for storage.googleapis.com instead
   # checkov:skip=CKV_GCP_78: versioning is on where data matters (landing, composer); dataflow holds only rebuildable staging and temp files
 
   name                        = "${var.project_id}-${var.name_prefix}-${each.key}"
