@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-dev
 
-.PHONY: install demo test lint bench bench-stream schemas clean pubsub-up pubsub-down stream
+.PHONY: install demo test lint tf-check deploy bench bench-stream schemas clean pubsub-up pubsub-down stream
 
 install: $(STAMP)
 
@@ -23,8 +23,21 @@ demo: install
 test: install lint
 	$(BIN)/python -m pytest -n 2 --durations=10
 
-lint: install
+lint: install tf-check
 	$(BIN)/ruff check pipelines ml tests benchmarks
+
+# Terraform checked offline (providers cannot be downloaded here): formatting, and checkov's policies in
+# an environment of its own (pulled into the project's venv it downgrades other packages).
+CHECKOV ?= checkov==3.3.30
+tf-check: install
+	@if command -v terraform >/dev/null; then TF_CLI_CONFIG_FILE=/dev/null terraform fmt -check -recursive terraform; \
+	else echo "terraform not installed: skipping terraform fmt"; fi
+	$(BIN)/uv tool run --quiet --from '$(CHECKOV)' checkov -d terraform --framework terraform --compact --quiet \
+		--skip-download
+
+# The launch steps after `terraform apply` (README "Deploy to Google Cloud"); DEPLOY_ARGS=--dry-run to print them.
+deploy: install
+	$(BIN)/lakehouse deploy $(DEPLOY_ARGS)
 
 bench: install
 	$(BIN)/python benchmarks/backfill_throughput.py

@@ -10,6 +10,7 @@
     lakehouse summary            # what the lakehouse holds, dead letters by reason
     lakehouse sql "select count(*) from silver.order_events"
     lakehouse schemas --out schemas/bigquery
+    lakehouse deploy --dry-run   # the Google Cloud launch steps after `terraform apply` (README)
     lakehouse demo               # all of the above on a small dataset
 
 Settings come from the environment (see pipelines.config), e.g. LAKEHOUSE_HOME=/data/lake.
@@ -22,7 +23,7 @@ import logging
 import os
 import threading
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
@@ -403,6 +404,50 @@ def schemas(
 
     for path in write_bigquery_schemas(out_dir):
         out.print(f"wrote {path}")
+
+
+@app.command()
+def deploy(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print each command and what it creates; call nothing.")
+                       ] = False,
+    outputs: Annotated[Optional[Path], typer.Option(exists=True, dir_okay=False, help=(
+        "Saved `terraform output -json`; default: read from terraform/ (dry run: placeholders)."))] = None,
+    tag: Annotated[Optional[str], typer.Option(help="Image tag; default: the git commit.")] = None,
+    builder: Annotated[str, typer.Option(help="cloud-build (no local Docker needed) or docker.")] = "cloud-build",
+    terraform_dir: Annotated[Path, typer.Option(help="The Terraform root module.")] = Path("terraform"),
+    auto_approve: Annotated[bool, typer.Option("--auto-approve", help="Apply the job change without asking.")
+                            ] = False,
+) -> None:
+    """Build and push the pipeline image, start or update the streaming job, upload DAGs and dbt to Composer."""
+    from pipelines import deploy as steps
+
+    try:
+        if outputs:
+            tf = steps.load_outputs(outputs)
+        elif dry_run:
+            console.print("[yellow]dry run without --outputs: names in <...> come from `terraform output` later[/]")
+            tf = steps.placeholder_outputs()
+        else:
+            tf = steps.terraform_outputs(terraform_dir)
+        plan = steps.plan(tf, tag=tag or steps.default_tag(), builder=builder, terraform_dir=terraform_dir,
+                          auto_approve=auto_approve)
+    except ValueError as e:
+        console.print(f"[red]error:[/] {e}")
+        raise typer.Exit(2) from e
+    if not dry_run and (missing := steps.missing_tools(plan)):
+        console.print(f"[red]error:[/] not on PATH: {', '.join(missing)} (see README: Deploy to Google Cloud)")
+        raise typer.Exit(2)
+    try:
+        steps.run(plan, dry_run=dry_run, echo=lambda line: out.print(line, markup=False, highlight=False,
+                                                                      soft_wrap=True))
+    except RuntimeError as e:
+        console.print(f"[red]error:[/] {e}")
+        raise typer.Exit(1) from e
+    if tf.get("lakehouse_env"):
+        out.print("Composer environment variables (set by Terraform): "
+                  + ", ".join(f"{k}={v}" for k, v in sorted(tf["lakehouse_env"].items())), markup=False)
+    if dry_run:
+        out.print("[bold]dry run[/]: nothing was called")
 
 
 @app.command()

@@ -364,7 +364,10 @@ class MergePartition(beam.DoFn):
 
 # ---- BigQuery --------------------------------------------------------------------------------
 class WriteToBigQueryTables(beam.PTransform):
-    """(table fqn, pyarrow.Table) -> BigQuery tables `<project>:<dataset>.<table>` (batch file loads).
+    """(table fqn, pyarrow.Table) -> BigQuery tables `<project>:<dataset>.<table>`.
+
+    `method` is Beam's: FILE_LOADS (batch loads through GCS temp files; the backfill on Dataflow) or
+    STREAMING_INSERTS (what the BigQuery emulator test uses: the emulator cannot read gs:// files).
 
     Tables are created if missing, partitioned by day on their partition column and clustered as the
     contract says; the Terraform module provisions the same definitions. Event tables and dead letters
@@ -397,7 +400,10 @@ class WriteToBigQueryTables(beam.PTransform):
                     additional_bq_parameters=extra,
                     method=self.method,
                     create_disposition="CREATE_IF_NEEDED",
-                    write_disposition="WRITE_APPEND" if spec.partition_by else "WRITE_TRUNCATE",
+                    # Only batch loads can replace a table; streaming inserts append (the stream never
+                    # loads dimensions, and a dimension load through it adds its rows again).
+                    write_disposition="WRITE_TRUNCATE" if not spec.partition_by and self.method == "FILE_LOADS"
+                    else "WRITE_APPEND",
                 )
             )
         return results
