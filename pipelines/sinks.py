@@ -404,6 +404,9 @@ class WriteToBigQueryTables(beam.PTransform):
                     # loads dimensions, and a dimension load through it adds its rows again).
                     write_disposition="WRITE_TRUNCATE" if not spec.partition_by and self.method == "FILE_LOADS"
                     else "WRITE_APPEND",
+                    # streaming inserts: retry what may pass later, never a row BigQuery rejects (Beam's
+                    # default retries forever)
+                    insert_retry_strategy="RETRY_ON_TRANSIENT_ERROR",
                 )
             )
         return results

@@ -401,6 +401,9 @@ def run(settings: Settings, *, subscription: str | None = None, duration: float 
     run_info = RunInfo(run_id, now, Limits(now=now, max_payload_bytes=settings.max_payload_bytes,
                                            max_future_skew=dt.timedelta(hours=settings.max_future_skew_hours)))
     to_bigquery = settings.environment == "gcp"
+    if to_bigquery and not dims_dir:
+        raise ValueError("on gcp the stream needs --dims (e.g. gs://<landing bucket>/dims): the local lakehouse's "
+                         "dimensions are not there")
     dims = load_dimensions(dims_dir)[0] if dims_dir else lakehouse_dimensions(settings)
     sub_path = settings.subscription_path(subscription or settings.events_subscription)
     args = list(beam_args or [])
@@ -419,6 +422,11 @@ def run(settings: Settings, *, subscription: str | None = None, duration: float 
     pubsub.ACKS.paused.clear()
     baseline = process_counts()
     result = p.run()
+    if runner == "DataflowRunner" and duration is None:
+        # a service job: submitted, it runs until drained or cancelled (the Flex Template launcher must return)
+        restore()
+        log.info(json.dumps({"event": "stream_submitted", "run_id": run_id, "state": str(result.state)}))
+        return StreamResult(run_id, sub_path, time.monotonic() - started, {}, "submitted")
     try:
         while not stop.is_set() and (duration is None or time.monotonic() - started < duration):
             if result.state in ("DONE", "FAILED", "CANCELLED"):
