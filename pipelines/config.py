@@ -37,6 +37,7 @@ class Settings(BaseSettings):
     silver_dataset: str = "silver"
     gold_dataset: str = "gold"
     ml_dataset: str = "ml"
+    staging_dataset: str = Field(default="staging", description="dbt's staging and intermediate views.")
 
     # Limits of the event contract
     max_payload_bytes: int = Field(default=1_000_000, gt=0, description="Larger raw events are dead letters.")
@@ -63,6 +64,7 @@ class Settings(BaseSettings):
             "silver": self.silver_dataset,
             "gold": self.gold_dataset,
             "ml": self.ml_dataset,
+            "staging": self.staging_dataset,
         }[layer]
 
     def bigquery_table(self, layer: str, name: str) -> str:

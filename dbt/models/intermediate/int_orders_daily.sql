@@ -1,0 +1,28 @@
+-- Order lines summed to one row per day x store x product (days with order events only).
+with
+
+order_lines as (
+
+    select * from {{ ref('stg_silver__order_events') }}
+
+),
+
+daily as (
+
+    select
+        order_date as demand_date,
+        store_id,
+        product_id,
+        sum(case when quantity > 0 then quantity else 0 end) as units_ordered,
+        sum(case when quantity < 0 then -quantity else 0 end) as units_returned,
+        sum(quantity * unit_price * (1 - discount_pct)) as net_revenue,
+        sum(case when quantity > 0 then quantity * unit_price * (1 - discount_pct) else 0 end) as gross_revenue,
+        {{ dbt.bool_or("quantity > 0 and on_promo") }} as on_promo,
+        count(*) as order_lines
+
+    from order_lines
+    group by 1, 2, 3
+
+)
+
+select * from daily

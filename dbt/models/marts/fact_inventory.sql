@@ -1,0 +1,93 @@
+-- Daily on-hand per date x store x product, for every series with inventory events, from its first
+-- inventory event to the last day with data: a day without a snapshot carries the last one forward.
+with
+
+inventory as (
+
+    select * from {{ ref('int_inventory_daily') }}
+
+),
+
+series as (
+
+    select
+        store_id,
+        product_id,
+        min(inventory_date) as first_date
+
+    from inventory
+    group by 1, 2
+
+),
+
+bounds as (
+
+    select
+        min(first_date) as first_date,
+        (select max(last_date) from {{ ref('int_series') }}) as last_date
+
+    from series
+
+),
+
+days as (
+
+    {{ days_between('bounds', 'first_date', 'last_date') }}
+
+),
+
+grid as (
+
+    select
+        days.date_day as inventory_date,
+        series.store_id,
+        series.product_id
+
+    from series
+    inner join days on days.date_day >= series.first_date
+
+),
+
+joined as (
+
+    select
+        grid.inventory_date,
+        grid.store_id,
+        grid.product_id,
+        inventory.on_hand_end as on_hand_observed,
+        coalesce(inventory.units_received, 0) as units_received,
+        coalesce(inventory.units_written_off, 0) as units_written_off,
+        coalesce(inventory.snapshots, 0) as snapshots
+
+    from grid
+    left join inventory
+        on
+            grid.inventory_date = inventory.inventory_date
+            and grid.store_id = inventory.store_id
+            and grid.product_id = inventory.product_id
+
+),
+
+final as (
+
+    select
+        inventory_date,
+        store_id,
+        product_id,
+        last_value(on_hand_observed ignore nulls) over (
+            partition by store_id, product_id order by inventory_date
+            rows between unbounded preceding and current row
+        ) as on_hand_end,
+        on_hand_observed is not null as is_observed,
+        units_received,
+        units_written_off,
+        snapshots
+
+    from joined
+
+)
+
+select
+    *,
+    coalesce(on_hand_end = 0, false) as stockout
+from final

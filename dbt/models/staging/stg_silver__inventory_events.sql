@@ -1,0 +1,28 @@
+with
+
+source as (
+
+    {{ dedupe(source('silver', 'inventory_events'), 'event_id', 'event_ts, source_uri, source_line') }}
+
+),
+
+renamed as (
+
+    select
+        event_id,
+        event_type,
+        event_ts as recorded_at,
+        event_date as inventory_date,
+        store_id,
+        product_id,
+        case when event_type = 'inventory_snapshot' then quantity end as on_hand,
+        case when event_type = 'inventory_adjustment' then quantity end as adjustment_units,
+        reason as adjustment_reason,
+        source_uri,
+        source_line
+
+    from source
+
+)
+
+select * from renamed

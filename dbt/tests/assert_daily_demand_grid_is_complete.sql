@@ -1,0 +1,52 @@
+-- Every series has exactly one row per day from its first event to the last day with data:
+-- returns the series whose row count differs.
+with
+
+series as (
+
+    select * from {{ ref('int_series') }}
+
+),
+
+last_day as (
+
+    select max(last_date) as last_date from series
+
+),
+
+expected as (
+
+    select
+        series.store_id,
+        series.product_id,
+        {{ dbt.datediff('series.first_date', 'last_day.last_date', 'day') }} + 1 as expected_days
+
+    from series
+    cross join last_day
+
+),
+
+actual as (
+
+    select
+        store_id,
+        product_id,
+        count(*) as actual_days
+
+    from {{ ref('fact_daily_demand') }}
+    group by 1, 2
+
+)
+
+select
+    expected.store_id,
+    expected.product_id,
+    expected.expected_days,
+    actual.actual_days
+
+from expected
+left join actual
+    on
+        expected.store_id = actual.store_id
+        and expected.product_id = actual.product_id
+where coalesce(actual.actual_days, 0) != expected.expected_days

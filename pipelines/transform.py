@@ -1,0 +1,318 @@
+"""dbt for the lakehouse: run `dbt build` with live progress, count the gold tables, and write the files
+dbt reads that are derived from the contract (the sources yml and the public-holidays seed).
+
+    lakehouse transform                      # dbt build on DuckDB ($LAKEHOUSE_HOME/warehouse.duckdb)
+    lakehouse transform --select fact_daily_demand+
+    lakehouse transform --target gcp         # the same project on BigQuery (LAKEHOUSE_GCP_PROJECT, ...)
+    lakehouse schemas                        # also rewrites dbt/models/staging/_sources.yml
+
+dbt runs as a subprocess (`dbt build --log-format json`), whose event stream feeds the progress bar: the
+DuckDB file is opened and released by that process alone, and one run's dbt state never leaks into the
+next. While it runs, dbt holds the warehouse file's write lock; readers (`warehouse.connect`) wait for it.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from copy import deepcopy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgspec.inspect as mi
+import yaml
+
+from pipelines import contract, tables
+from pipelines.config import Settings
+
+DBT_DIR = Path(__file__).resolve().parents[1] / "dbt"
+SOURCES_YML = DBT_DIR / "models" / "staging" / "_sources.yml"
+SOURCE_OVERRIDES = DBT_DIR / "sources_overrides.yml"
+HOLIDAYS_SEED = DBT_DIR / "seeds" / "public_holidays.csv"
+HOLIDAY_YEARS = range(2009, 2031)
+#: the gold tables `lakehouse transform` counts after a build (models/marts)
+GOLD_MODELS = ("dim_date", "dim_product", "dim_store", "fact_orders", "fact_daily_demand", "fact_inventory",
+               "fact_demand_forecast", "mart_forecast_accuracy")
+TARGETS = ("local", "gcp")
+
+
+# ---- files derived from the contract ---------------------------------------------------------------------
+def _literal_values() -> dict[str, list[str]]:
+    """Allowed values of the contract's Literal fields by column name (channel, reason, ...)."""
+    found: dict[str, list[str]] = {}
+
+    def literal(t: mi.Type) -> list[str] | None:
+        while isinstance(t, mi.Metadata):
+            t = t.type
+        if isinstance(t, mi.UnionType):
+            return next((v for v in map(literal, t.types) if v), None)
+        return list(t.values) if isinstance(t, mi.LiteralType) else None
+
+    for struct in [*contract.ENTITY_STRUCT.values(), *contract.DIMENSIONS.values()]:
+        for f in mi.type_info(struct).fields:
+            if values := literal(f.type):
+                found[f.name] = values
+    return found
+
+
+def _accepted_values(spec: tables.TableSpec) -> dict[str, list[str]]:
+    values = {name: v for name, v in _literal_values().items() if name in spec.schema.names}
+    entity = tables.ENTITY_OF_TABLE.get(spec.fqn)
+    if entity:
+        values["event_type"] = [t for t, e in contract.ENTITY_OF.items() if e == entity]
+    if spec is tables.DEAD_LETTER:
+        # (event_type is not checked: an unknown event type is one of the reasons a record is here)
+        values |= {"stage": list(contract.STAGES), "reason": list(contract.REASONS)}
+    return values
+
+
+def _column(f, bq_type: str, accepted: list[str] | None) -> dict[str, Any]:
+    column: dict[str, Any] = {"name": f.name, "description": (f.metadata or {}).get(b"description", b"").decode(),
+                              "data_type": bq_type}
+    tests: list[Any] = [] if f.nullable else ["not_null"]
+    if accepted:
+        tests.append({"accepted_values": {"arguments": {"values": accepted}}})
+    if tests:
+        column["data_tests"] = tests
+    return column
+
+
+def dbt_sources(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The dbt sources of every lakehouse table (bronze, silver, ml), derived from `tables.TABLES`:
+    names, descriptions and types from the contract, `not_null` where a field is required, accepted values
+    where the contract lists them; then the hand-written `overrides` (freshness, keys, relationships)
+    merged in by source, table and column name (lists are appended, mappings updated)."""
+    layers: dict[str, list[tables.TableSpec]] = {}
+    for spec in tables.TABLES.values():
+        layers.setdefault(spec.layer, []).append(spec)
+    sources = []
+    for layer, specs in layers.items():
+        table_list = []
+        for spec in specs:
+            accepted = _accepted_values(spec)
+            types = {c["name"]: c["type"] for c in spec.bigquery_schema()}
+            table_list.append({"name": spec.name, "description": spec.description,
+                               "columns": [_column(f, types[f.name], accepted.get(f.name)) for f in spec.schema]})
+        sources.append({"name": layer, "description": f"The {layer} layer, written by the lakehouse pipelines.",
+                        "schema": f"{{{{ env_var('LAKEHOUSE_{layer.upper()}_DATASET', '{layer}') }}}}",
+                        "tables": table_list})
+    generated = {"version": 2, "sources": sources}
+    return _merge(generated, overrides or {}) if overrides else generated
+
+
+def _merge(base: Any, extra: Any) -> Any:
+    """Deep merge for dbt yml: lists of named entries merge by name, other lists append, mappings update."""
+    if isinstance(base, dict) and isinstance(extra, dict):
+        merged = dict(base)
+        for key, value in extra.items():
+            merged[key] = _merge(base[key], value) if key in base else deepcopy(value)
+        return merged
+    if isinstance(base, list) and isinstance(extra, list):
+        named = {e["name"]: i for i, e in enumerate(base) if isinstance(e, dict) and "name" in e}
+        merged = list(base)
+        for entry in extra:
+            if isinstance(entry, dict) and entry.get("name") in named:
+                i = named[entry["name"]]
+                merged[i] = _merge(base[i], entry)
+            elif isinstance(entry, dict) and "name" in entry:
+                raise ValueError(f"override names {entry['name']!r}, which the contract does not have")
+            else:
+                merged.append(deepcopy(entry))
+        return merged
+    return deepcopy(extra)
+
+
+def write_dbt_sources(path: Path = SOURCES_YML, overrides_path: Path = SOURCE_OVERRIDES) -> Path:
+    """Write the generated dbt sources yml (do not edit it; edit the contract or the overrides file)."""
+    overrides = yaml.safe_load(overrides_path.read_text()) if overrides_path.exists() else None
+    header = ("# GENERATED by `lakehouse schemas` from pipelines/tables.py and dbt/sources_overrides.yml: "
+              "do not edit.\n")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(header + yaml.safe_dump(dbt_sources(overrides), sort_keys=False, width=120))
+    return path
+
+
+def holiday_countries() -> list[str]:
+    """Every country a store can have: those the simulator and the real-history importer know."""
+    from pipelines import importers, simulate
+
+    return sorted(set(simulate.COUNTRIES) | {code for code, _ in importers.COUNTRIES.values() if code})
+
+
+def write_holiday_seed(path: Path = HOLIDAYS_SEED, years: range = HOLIDAY_YEARS) -> Path:
+    """Public holidays per country (the `holidays` package) as the dbt seed `public_holidays`."""
+    import holidays
+
+    rows = sorted((day, country, name) for country in holiday_countries()
+                  for day, name in holidays.country_holidays(country, years=years).items())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(["holiday_date", "country_code", "holiday_name"])
+        writer.writerows((day.isoformat(), country, name) for day, country, name in rows)
+    return path
+
+
+# ---- running dbt ----------------------------------------------------------------------------------------
+def dbt_env(settings: Settings) -> dict[str, str]:
+    """Environment for dbt: the profile reads LAKEHOUSE_* variables; the paths are made absolute here."""
+    env = dict(os.environ)
+    env["LAKEHOUSE_HOME"] = str(settings.lake_dir)
+    env["LAKEHOUSE_WAREHOUSE_PATH"] = str(settings.warehouse_path)
+    for layer in ("bronze", "silver", "gold", "ml", "staging"):
+        env[f"LAKEHOUSE_{layer.upper()}_DATASET"] = settings.dataset(layer)
+    if settings.gcp_project:
+        env["LAKEHOUSE_GCP_PROJECT"] = settings.gcp_project
+    env["LAKEHOUSE_GCP_REGION"] = settings.gcp_region
+    env.setdefault("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
+    return env
+
+
+def dbt_command(settings: Settings, command: str, target: str, *args: str) -> list[str]:
+    """argv of one dbt command; state (target/, logs/) lives under $LAKEHOUSE_HOME/dbt/<target>."""
+    state = settings.lake_dir / "dbt" / target
+    return [str(Path(sys.executable).with_name("dbt")), command, "--project-dir", str(DBT_DIR),
+            "--profiles-dir", str(DBT_DIR), "--target", target, "--target-path", str(state / "target"),
+            "--log-path", str(state / "logs"), *args]
+
+
+@dataclass
+class NodeResult:
+    """One finished dbt node (model, seed, test, unit test) as the build reported it."""
+
+    name: str
+    resource_type: str
+    status: str  # success, pass, warn, fail, error, skipped
+    seconds: float
+    message: str = ""
+    failures: int | None = None
+
+
+@dataclass
+class BuildResult:
+    target: str
+    returncode: int
+    seconds: float = 0.0
+    nodes: list[NodeResult] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # dbt errors outside any node (parse, connection)
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+    def by_status(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for node in self.nodes:
+            counts[node.status] = counts.get(node.status, 0) + 1
+        return counts
+
+    def problems(self) -> list[NodeResult]:
+        return [n for n in self.nodes if n.status in ("warn", "fail", "error", "skipped")]
+
+
+@dataclass
+class Progress:
+    """What a progress display hears: a node started or finished, or dbt said something."""
+
+    kind: str  # "start", "done" or "log"
+    index: int = 0
+    total: int = 0
+    name: str = ""
+    status: str = ""
+    message: str = ""
+    level: str = "info"
+
+
+_RESULT_EVENTS = {"LogModelResult", "LogTestResult", "LogSeedResult", "LogSnapshotResult", "LogNodeResult",
+                  "LogSkipResult", "RunResultError", "LogFreshnessResult"}
+
+
+def _events(lines: Iterator[str]) -> Iterator[dict[str, Any]]:
+    for line in lines:
+        line = line.strip()
+        if not line.startswith("{"):
+            if line:
+                yield {"info": {"name": "Text", "msg": line, "level": "info"}, "data": {}}
+            continue
+        try:
+            yield json.loads(line)
+        except json.JSONDecodeError:
+            yield {"info": {"name": "Text", "msg": line, "level": "info"}, "data": {}}
+
+
+def build(settings: Settings, target: str = "local", select: list[str] | None = None,
+          exclude: list[str] | None = None, full_refresh: bool = False, extra_args: list[str] | None = None,
+          on_progress: Callable[[Progress], None] | None = None, env: dict[str, str] | None = None) -> BuildResult:
+    """`dbt build` (seeds, models, tests, unit tests) on `target`; the results of every node come back."""
+    import time
+
+    if target not in TARGETS:
+        raise ValueError(f"target must be one of {', '.join(TARGETS)}, got {target!r}")
+    args = ["--log-format", "json", "--no-use-colors"]
+    for flag, values in (("--select", select), ("--exclude", exclude)):
+        if values:
+            args += [flag, *values]
+    if full_refresh:
+        args.append("--full-refresh")
+    argv = dbt_command(settings, "build", target, *args, *(extra_args or []))
+    if target == "local":
+        settings.lake_dir.mkdir(parents=True, exist_ok=True)
+        from pipelines import warehouse
+
+        warehouse.refresh_views(settings)  # the sources (bronze/silver/ml views) exist before dbt reads them
+    started = time.monotonic()
+    notify = on_progress or (lambda p: None)
+    result = BuildResult(target, returncode=-1)
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          env=env or dbt_env(settings), cwd=DBT_DIR.parent) as proc:
+        for event in _events(iter(proc.stdout.readline, "")):
+            info, data = event.get("info", {}), event.get("data", {})
+            name, level, msg = info.get("name", ""), info.get("level", "info"), info.get("msg", "")
+            node = data.get("node_info") or {}
+            if name == "LogStartLine":
+                notify(Progress("start", data.get("index", 0), data.get("total", 0), node.get("node_name", "")))
+            elif name in _RESULT_EVENTS and node:
+                notify(Progress("done", data.get("index", 0), data.get("total", 0), node.get("node_name", ""),
+                                status=data.get("status") or node.get("node_status", ""), message=msg, level=level))
+            elif level == "error" or name in ("Text",):
+                if level == "error":
+                    result.errors.append(msg)
+                notify(Progress("log", message=msg, level=level))
+            elif level == "warn":
+                notify(Progress("log", message=msg, level=level))
+        result.returncode = proc.wait()
+    result.seconds = time.monotonic() - started
+    result.nodes = _run_results(settings, target)
+    return result
+
+
+def _run_results(settings: Settings, target: str) -> list[NodeResult]:
+    path = settings.lake_dir / "dbt" / target / "target" / "run_results.json"
+    if not path.exists():
+        return []
+    nodes = []
+    for r in json.loads(path.read_text())["results"]:
+        unique_id = r["unique_id"]
+        nodes.append(NodeResult(name=unique_id.split(".")[-1] if not unique_id.startswith("unit_test") else
+                                ".".join(unique_id.split(".")[-2:]),
+                                resource_type=unique_id.split(".")[0], status=r["status"],
+                                seconds=r.get("execution_time") or 0.0, message=r.get("message") or "",
+                                failures=r.get("failures")))
+    return nodes
+
+
+def gold_row_counts(settings: Settings) -> dict[str, int]:
+    """Rows per gold table in the local warehouse (tables a build has not made yet are left out)."""
+    from pipelines import warehouse
+
+    gold = settings.dataset("gold")
+    with warehouse.connect(settings) as con:
+        present = {r[0] for r in con.execute(
+            "select table_name from information_schema.tables where table_schema = ?", [gold]).fetchall()}
+        return {name: con.execute(f'select count(*) from "{gold}"."{name}"').fetchone()[0]
+                for name in GOLD_MODELS if name in present}
