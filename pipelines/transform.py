@@ -39,6 +39,8 @@ HOLIDAY_YEARS = range(2009, 2031)
 GOLD_MODELS = ("dim_date", "dim_product", "dim_store", "fact_orders", "fact_daily_demand", "fact_inventory",
                "fact_demand_forecast", "mart_forecast_accuracy")
 TARGETS = ("local", "gcp")
+#: the sources (bronze, silver, ml); with dbt's eager indirect selection, also the tests on them
+SOURCES_SELECTOR = "source:*"
 
 
 # ---- files derived from the contract ---------------------------------------------------------------------
@@ -226,8 +228,11 @@ class Progress:
     status: str = ""
     message: str = ""
     level: str = "info"
+    phase: str = "build"  # "sources" (source tests) or "build"
 
 
+#: statuses as the log events spell them -> as run_results.json does
+_STATUS = {"ok": "success", "created": "success", "insert": "success"}
 _RESULT_EVENTS = {"LogModelResult", "LogTestResult", "LogSeedResult", "LogSnapshotResult", "LogNodeResult",
                   "LogSkipResult", "RunResultError", "LogFreshnessResult"}
 
@@ -246,49 +251,62 @@ def _events(lines: Iterator[str]) -> Iterator[dict[str, Any]]:
 
 
 def build(settings: Settings, target: str = "local", select: list[str] | None = None,
-          exclude: list[str] | None = None, full_refresh: bool = False, extra_args: list[str] | None = None,
+          exclude: list[str] | None = None, full_refresh: bool = False,
           on_progress: Callable[[Progress], None] | None = None, env: dict[str, str] | None = None) -> BuildResult:
-    """`dbt build` (seeds, models, tests, unit tests) on `target`; the results of every node come back."""
+    """Test the sources, then `dbt build` (seeds, models, data tests, unit tests) on `target`.
+
+    Two dbt commands, because in one `dbt build` a failing source test skips every model downstream:
+    bad rows in silver (a broken key, an unknown product) would leave gold stale. Here the source tests
+    report (errors for broken keys, warnings for redelivered events), staging keeps such rows out, and the
+    models still build; the result is not ok when any error-severity test failed.
+    """
     import time
 
     if target not in TARGETS:
         raise ValueError(f"target must be one of {', '.join(TARGETS)}, got {target!r}")
-    args = ["--log-format", "json", "--no-use-colors"]
-    for flag, values in (("--select", select), ("--exclude", exclude)):
-        if values:
-            args += [flag, *values]
-    if full_refresh:
-        args.append("--full-refresh")
-    argv = dbt_command(settings, "build", target, *args, *(extra_args or []))
     if target == "local":
-        settings.lake_dir.mkdir(parents=True, exist_ok=True)
         from pipelines import warehouse
 
         warehouse.refresh_views(settings)  # the sources (bronze/silver/ml views) exist before dbt reads them
     started = time.monotonic()
+    result = BuildResult(target, returncode=0)
+    build_args = ["--exclude", SOURCES_SELECTOR, *(exclude or [])]
+    if select:
+        build_args += ["--select", *select]
+    if full_refresh:
+        build_args.append("--full-refresh")
+    for phase, command, args in (("sources", "test", ["--select", SOURCES_SELECTOR]),
+                                 ("build", "build", build_args)):
+        returncode = _run_dbt(dbt_command(settings, command, target, "--log-format", "json", "--no-use-colors",
+                                          *args), env or dbt_env(settings), phase, result, on_progress)
+        result.returncode = max(result.returncode, returncode)
+        result.nodes += _run_results(settings, target)
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def _run_dbt(argv: list[str], env: dict[str, str], phase: str, result: BuildResult,
+             on_progress: Callable[[Progress], None] | None) -> int:
+    """Run one dbt command, turning its JSON log events into Progress calls; returns its exit code."""
     notify = on_progress or (lambda p: None)
-    result = BuildResult(target, returncode=-1)
-    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          env=env or dbt_env(settings), cwd=DBT_DIR.parent) as proc:
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                          cwd=DBT_DIR.parent) as proc:
         for event in _events(iter(proc.stdout.readline, "")):
             info, data = event.get("info", {}), event.get("data", {})
             name, level, msg = info.get("name", ""), info.get("level", "info"), info.get("msg", "")
             node = data.get("node_info") or {}
             if name == "LogStartLine":
-                notify(Progress("start", data.get("index", 0), data.get("total", 0), node.get("node_name", "")))
+                notify(Progress("start", data.get("index", 0), data.get("total", 0), node.get("node_name", ""),
+                                phase=phase))
             elif name in _RESULT_EVENTS and node:
+                status = str(data.get("status") or node.get("node_status", "")).lower()
                 notify(Progress("done", data.get("index", 0), data.get("total", 0), node.get("node_name", ""),
-                                status=data.get("status") or node.get("node_status", ""), message=msg, level=level))
-            elif level == "error" or name in ("Text",):
-                if level == "error":
+                                status=_STATUS.get(status, status), message=msg, level=level, phase=phase))
+            elif level in ("error", "warn") or name == "Text":
+                if level == "error" and not node:
                     result.errors.append(msg)
-                notify(Progress("log", message=msg, level=level))
-            elif level == "warn":
-                notify(Progress("log", message=msg, level=level))
-        result.returncode = proc.wait()
-    result.seconds = time.monotonic() - started
-    result.nodes = _run_results(settings, target)
-    return result
+                notify(Progress("log", message=msg, level=level, phase=phase))
+        return proc.wait()
 
 
 def _run_results(settings: Settings, target: str) -> list[NodeResult]:
@@ -297,10 +315,9 @@ def _run_results(settings: Settings, target: str) -> list[NodeResult]:
         return []
     nodes = []
     for r in json.loads(path.read_text())["results"]:
-        unique_id = r["unique_id"]
-        nodes.append(NodeResult(name=unique_id.split(".")[-1] if not unique_id.startswith("unit_test") else
-                                ".".join(unique_id.split(".")[-2:]),
-                                resource_type=unique_id.split(".")[0], status=r["status"],
+        kind, _, *parts = r["unique_id"].split(".")  # e.g. test.lakehouse.not_null_fact_orders_event_id.<hash>
+        name = parts[0] if kind == "test" else ".".join(parts)
+        nodes.append(NodeResult(name=name, resource_type=kind, status=r["status"],
                                 seconds=r.get("execution_time") or 0.0, message=r.get("message") or "",
                                 failures=r.get("failures")))
     return nodes

@@ -1,23 +1,18 @@
-{# Keep one row per `key`: the first by `order_by`. At-least-once delivery becomes exactly-once here. #}
-{% macro dedupe(relation, key, order_by) -%}
-    {{ return(adapter.dispatch('dedupe', 'lakehouse')(relation, key, order_by)) }}
+{# Keep one row per `key`: the first by `order_by`, of the rows where `where` holds. At-least-once delivery
+   becomes exactly-once here. The same SQL runs on DuckDB and BigQuery (which needs a WHERE, GROUP BY or
+   HAVING beside QUALIFY, hence the where clause is always there); dispatched so an adapter can differ. #}
+{% macro dedupe(relation, key, order_by, where='true') -%}
+    {{ return(adapter.dispatch('dedupe', 'lakehouse')(relation, key, order_by, where)) }}
 {%- endmacro %}
 
-{% macro default__dedupe(relation, key, order_by) -%}
+{% macro default__dedupe(relation, key, order_by, where) -%}
     select *
     from {{ relation }}
+    where {{ where }}
     qualify row_number() over (partition by {{ key }} order by {{ order_by }}) = 1
 {%- endmacro %}
 
-{# DuckDB: same SQL; kept explicit so each warehouse's version is visible. #}
-{% macro duckdb__dedupe(relation, key, order_by) -%}
-    {{ default__dedupe(relation, key, order_by) }}
-{%- endmacro %}
-
-{# BigQuery needs a WHERE, GROUP BY or HAVING beside QUALIFY. #}
-{% macro bigquery__dedupe(relation, key, order_by) -%}
-    select *
-    from {{ relation }}
-    where true
-    qualify row_number() over (partition by {{ key }} order by {{ order_by }}) = 1
+{# `where` condition: none of `columns` is null. #}
+{% macro keys_present(columns) -%}
+    {%- for column in columns %}{{ column }} is not null{% if not loop.last %} and {% endif %}{% endfor -%}
 {%- endmacro %}

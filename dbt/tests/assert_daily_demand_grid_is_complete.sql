@@ -1,5 +1,8 @@
 -- Every series has exactly one row per day from its first event to the last day with data:
--- returns the series whose row count differs.
+-- returns the series whose row count differs. A warning: an incremental build does not add the days of a
+-- series whose first event arrives later than var lookback_days (`lakehouse transform --full-refresh`).
+{{ config(severity='warn') }}
+
 with
 
 series as (

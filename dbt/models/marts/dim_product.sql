@@ -1,3 +1,5 @@
+-- Products, plus an unknown member for any product_id that has events but is missing from the product
+-- dimension (the source's relationships test flags those as errors), so facts always join.
 with
 
 products as (
@@ -28,17 +30,18 @@ product_span as (
 final as (
 
     select
-        products.product_id,
+        coalesce(products.product_id, product_span.product_id) as product_id,
         products.product_name,
         products.category,
         products.base_price,
         products.currency,
         product_span.first_event_date,
         product_span.last_event_date,
-        coalesce(product_span.stores_with_events, 0) as stores_with_events
+        coalesce(product_span.stores_with_events, 0) as stores_with_events,
+        products.product_id is not null as is_known
 
     from products
-    left join product_span on products.product_id = product_span.product_id
+    full outer join product_span on products.product_id = product_span.product_id
 
 )
 

@@ -1,8 +1,13 @@
+-- Rows without their keys cannot be deduplicated or counted; they stay out (the source's not_null tests
+-- name them, as errors).
 with
 
 source as (
 
-    {{ dedupe(source('silver', 'inventory_events'), 'event_id', 'event_ts, source_uri, source_line') }}
+    {{ dedupe(
+        source('silver', 'inventory_events'), 'event_id', 'event_ts, source_uri, source_line',
+        where=keys_present(['event_id', 'event_ts', 'event_date', 'store_id', 'product_id'])
+    ) }}
 
 ),
 
