@@ -175,12 +175,12 @@ def dbt_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-def dbt_command(settings: Settings, command: str, target: str, *args: str) -> list[str]:
-    """argv of one dbt command; state (target/, logs/) lives under $LAKEHOUSE_HOME/dbt/<target>."""
+def dbt_args(settings: Settings, command: str, target: str, *args: str) -> list[str]:
+    """Arguments of one dbt command (`dbt <these>`); state (target/, logs/) lives under
+    $LAKEHOUSE_HOME/dbt/<target>, so lakehouses never share dbt's partial-parse or run results."""
     state = settings.lake_dir / "dbt" / target
-    return [str(Path(sys.executable).with_name("dbt")), command, "--project-dir", str(DBT_DIR),
-            "--profiles-dir", str(DBT_DIR), "--target", target, "--target-path", str(state / "target"),
-            "--log-path", str(state / "logs"), *args]
+    return [command, "--project-dir", str(DBT_DIR), "--profiles-dir", str(DBT_DIR), "--target", target,
+            "--target-path", str(state / "target"), "--log-path", str(state / "logs"), *args]
 
 
 @dataclass
@@ -269,33 +269,39 @@ def build(settings: Settings, target: str = "local", select: list[str] | None = 
 
         warehouse.refresh_views(settings)  # the sources (bronze/silver/ml views) exist before dbt reads them
     started = time.monotonic()
-    result = BuildResult(target, returncode=0)
+    common = ["--log-format", "json", "--no-use-colors"]
     build_args = ["--exclude", SOURCES_SELECTOR, *(exclude or [])]
     if select:
         build_args += ["--select", *select]
     if full_refresh:
         build_args.append("--full-refresh")
-    for phase, command, args in (("sources", "test", ["--select", SOURCES_SELECTOR]),
-                                 ("build", "build", build_args)):
-        returncode = _run_dbt(dbt_command(settings, command, target, "--log-format", "json", "--no-use-colors",
-                                          *args), env or dbt_env(settings), phase, result, on_progress)
-        result.returncode = max(result.returncode, returncode)
-        result.nodes += _run_results(settings, target)
+    phases = [("parse", dbt_args(settings, "parse", target, *common)),
+              ("sources", dbt_args(settings, "test", target, *common, "--select", SOURCES_SELECTOR)),
+              ("build", dbt_args(settings, "build", target, *common, *build_args))]
+    result = BuildResult(target, returncode=0)
+    result.returncode = _run_dbt(phases, env or dbt_env(settings), result, on_progress or (lambda p: None))
     result.seconds = time.monotonic() - started
     return result
 
 
-def _run_dbt(argv: list[str], env: dict[str, str], phase: str, result: BuildResult,
-             on_progress: Callable[[Progress], None] | None) -> int:
-    """Run one dbt command, turning its JSON log events into Progress calls; returns its exit code."""
-    notify = on_progress or (lambda p: None)
+def _run_dbt(phases: list[tuple[str, list[str]]], env: dict[str, str], result: BuildResult,
+             notify: Callable[[Progress], None]) -> int:
+    """Run the dbt commands in one child process (`_child_main`), turning its JSON log events into
+    Progress calls and its phase summaries into `result.nodes`; returns the worst exit code."""
+    argv = [sys.executable, "-m", "pipelines.transform", json.dumps(phases)]
+    phase, returncode = phases[0][0], 0
     with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
                           cwd=DBT_DIR.parent) as proc:
         for event in _events(iter(proc.stdout.readline, "")):
             info, data = event.get("info", {}), event.get("data", {})
             name, level, msg = info.get("name", ""), info.get("level", "info"), info.get("msg", "")
             node = data.get("node_info") or {}
-            if name == "LogStartLine":
+            if name == _PHASE_START:
+                phase = data["phase"]
+            elif name == _PHASE_DONE:
+                returncode = max(returncode, data["returncode"])
+                result.nodes += [_node_result(r) for r in data["results"]]
+            elif name == "LogStartLine":
                 notify(Progress("start", data.get("index", 0), data.get("total", 0), node.get("node_name", ""),
                                 phase=phase))
             elif name in _RESULT_EVENTS and node:
@@ -306,21 +312,41 @@ def _run_dbt(argv: list[str], env: dict[str, str], phase: str, result: BuildResu
                 if level == "error" and not node:
                     result.errors.append(msg)
                 notify(Progress("log", message=msg, level=level, phase=phase))
-        return proc.wait()
+        child = proc.wait()
+    return returncode if child == 0 else max(child, 2)
 
 
-def _run_results(settings: Settings, target: str) -> list[NodeResult]:
-    path = settings.lake_dir / "dbt" / target / "target" / "run_results.json"
-    if not path.exists():
-        return []
-    nodes = []
-    for r in json.loads(path.read_text())["results"]:
-        kind, _, *parts = r["unique_id"].split(".")  # e.g. test.lakehouse.not_null_fact_orders_event_id.<hash>
-        name = parts[0] if kind == "test" else ".".join(parts)
-        nodes.append(NodeResult(name=name, resource_type=kind, status=r["status"],
-                                seconds=r.get("execution_time") or 0.0, message=r.get("message") or "",
-                                failures=r.get("failures")))
-    return nodes
+def _node_result(r: dict[str, Any]) -> NodeResult:
+    kind, _, *parts = r["unique_id"].split(".")  # e.g. test.lakehouse.not_null_fact_orders_event_id.<hash>
+    return NodeResult(name=parts[0] if kind == "test" else ".".join(parts), resource_type=kind, status=r["status"],
+                      seconds=r.get("execution_time") or 0.0, message=r.get("message") or "",
+                      failures=r.get("failures"))
+
+
+_PHASE_START, _PHASE_DONE = "LakehousePhaseStart", "LakehousePhaseDone"
+
+
+def _child_main(phases: list[tuple[str, list[str]]]) -> int:
+    """In the child: parse the project once (dbt's start-up and parse cost seconds each), then run each
+    later phase's dbt command with that manifest; after each, one JSON line with its results."""
+    from dbt.cli.main import dbtRunner
+
+    def emit(name: str, **data: Any) -> None:
+        print(json.dumps({"info": {"name": name, "level": "debug", "msg": ""}, "data": data}), flush=True)
+
+    (_, parse), *phases = phases
+    parsed = dbtRunner().invoke(parse)
+    if not parsed.success:
+        return 2
+    runner = dbtRunner(manifest=parsed.result)
+    for phase, args in phases:
+        emit(_PHASE_START, phase=phase)
+        res = runner.invoke(args)
+        results = [{"unique_id": r.node.unique_id, "status": getattr(r.status, "value", str(r.status)), "execution_time": r.execution_time,
+                    "message": r.message or "", "failures": r.failures} for r in (res.result or [])]
+        emit(_PHASE_DONE, phase=phase, returncode=0 if res.success else (1 if res.exception is None else 2),
+             results=results)
+    return 0
 
 
 def gold_row_counts(settings: Settings) -> dict[str, int]:
@@ -333,3 +359,7 @@ def gold_row_counts(settings: Settings) -> dict[str, int]:
             "select table_name from information_schema.tables where table_schema = ?", [gold]).fetchall()}
         return {name: con.execute(f'select count(*) from "{gold}"."{name}"').fetchone()[0]
                 for name in GOLD_MODELS if name in present}
+
+
+if __name__ == "__main__":  # the child process of `build`
+    sys.exit(_child_main(json.loads(sys.argv[1])))
