@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-dev
 
-.PHONY: install demo test lint bench schemas clean
+.PHONY: install demo test lint bench bench-dbt schemas clean
 
 install: $(STAMP)
 
@@ -25,11 +25,17 @@ test: install lint
 
 lint: install
 	$(BIN)/ruff check pipelines ml tests benchmarks
+	$(BIN)/sqlfluff lint dbt/models dbt/tests dbt/macros --config dbt/.sqlfluff --disable-progress-bar
 
 bench: install
 	$(BIN)/python benchmarks/backfill_throughput.py
 
-# Regenerate the BigQuery schemas derived from the contract (a test checks they are current).
+# Full and incremental dbt build on a year of simulated events (20 stores x 200 products).
+bench-dbt: install
+	$(BIN)/python benchmarks/dbt_build.py
+
+# Regenerate the BigQuery schemas, the dbt sources and the holiday seed derived from the contract
+# (tests check they are current).
 schemas: install
 	$(BIN)/lakehouse schemas --out schemas/bigquery
 

@@ -253,7 +253,8 @@ def _events(lines: Iterator[str]) -> Iterator[dict[str, Any]]:
 def build(settings: Settings, target: str = "local", select: list[str] | None = None,
           exclude: list[str] | None = None, full_refresh: bool = False,
           on_progress: Callable[[Progress], None] | None = None, env: dict[str, str] | None = None) -> BuildResult:
-    """Test the sources, then `dbt build` (seeds, models, data tests, unit tests) on `target`.
+    """Test the sources, then `dbt build` (seeds, models, data tests, unit tests) on `target`; with
+    `select`, only `dbt build --select ...` (the selection's models and their tests).
 
     Two dbt commands, because in one `dbt build` a failing source test skips every model downstream:
     bad rows in silver (a broken key, an unknown product) would leave gold stale. Here the source tests
@@ -278,6 +279,8 @@ def build(settings: Settings, target: str = "local", select: list[str] | None = 
     phases = [("parse", dbt_args(settings, "parse", target, *common)),
               ("sources", dbt_args(settings, "test", target, *common, "--select", SOURCES_SELECTOR)),
               ("build", dbt_args(settings, "build", target, *common, *build_args))]
+    if select:  # a chosen part of the graph: only its own tests, as `dbt build --select` does
+        del phases[1]
     result = BuildResult(target, returncode=0)
     result.returncode = _run_dbt(phases, env or dbt_env(settings), result, on_progress or (lambda p: None))
     result.seconds = time.monotonic() - started
@@ -342,8 +345,9 @@ def _child_main(phases: list[tuple[str, list[str]]]) -> int:
     for phase, args in phases:
         emit(_PHASE_START, phase=phase)
         res = runner.invoke(args)
-        results = [{"unique_id": r.node.unique_id, "status": getattr(r.status, "value", str(r.status)), "execution_time": r.execution_time,
-                    "message": r.message or "", "failures": r.failures} for r in (res.result or [])]
+        results = [{"unique_id": r.node.unique_id, "status": getattr(r.status, "value", str(r.status)),
+                    "execution_time": r.execution_time, "message": r.message or "", "failures": r.failures}
+                   for r in (res.result or [])]
         emit(_PHASE_DONE, phase=phase, returncode=0 if res.success else (1 if res.exception is None else 2),
              results=results)
     return 0

@@ -66,6 +66,7 @@ def lake(tmp_path_factory):
             "first_rows": first_rows}
 
 
+@pytest.mark.slow
 def test_full_build_passes_with_unit_tests_and_builds_every_gold_table(lake):
     full = lake["full"]
     assert full.ok, [(n.name, n.status, n.message) for n in full.problems()] + full.errors
@@ -84,6 +85,7 @@ def test_full_build_passes_with_unit_tests_and_builds_every_gold_table(lake):
     assert rows == 3 * 8 * FIRST_PART and last == START + dt.timedelta(days=FIRST_PART - 1)
 
 
+@pytest.mark.slow
 def test_incremental_build_uses_the_lookback_and_matches_the_simulated_truth(lake):
     settings, incremental = lake["settings"], lake["incremental"]
     assert incremental.ok, [(n.name, n.status, n.message) for n in incremental.problems()]
@@ -113,6 +115,7 @@ def test_incremental_build_uses_the_lookback_and_matches_the_simulated_truth(lak
     assert (dt.date(2024, 3, 29), "GB: Good Friday") in holidays
 
 
+@pytest.mark.slow
 def test_bad_and_late_rows_build_every_model_and_the_tests_flag_them(lake, tmp_path):
     settings = Settings(home=tmp_path / "lake")
     shutil.copytree(lake["settings"].lake_dir, settings.lake_dir)

@@ -39,10 +39,10 @@ from bqemulator.storage.engine import DuckDBEngine
 DuckDBEngine._load_spatial = lambda self: None
 DuckDBEngine._load_format_extensions = lambda self: None
 from bqemulator.cli import main
-sys.argv = ["bqemulator", "start", "--rest-port", sys.argv[1], "--grpc-port", sys.argv[2], "--project", "%s",
+sys.argv = ["bqemulator", "start", "--rest-port", sys.argv[1], "--grpc-port", sys.argv[2], "--project", sys.argv[3],
             "--ephemeral", "--log-level", "warning"]
 main()
-""" % PROJECT
+"""
 
 
 def _free_port() -> int:
@@ -63,7 +63,7 @@ def _client(endpoint: str):
 def emulator(tmp_path_factory):
     rest, grpc = _free_port(), _free_port()
     log = (tmp_path_factory.mktemp("bqemu") / "emulator.log").open("w")
-    proc = subprocess.Popen([sys.executable, "-c", _EMULATOR, str(rest), str(grpc)], stdout=log,
+    proc = subprocess.Popen([sys.executable, "-c", _EMULATOR, str(rest), str(grpc), PROJECT], stdout=log,
                             stderr=subprocess.STDOUT)
     endpoint = f"http://127.0.0.1:{rest}"
     try:
@@ -114,6 +114,7 @@ def _load(client, settings: Settings, spec: tables.TableSpec, rows: list[dict]) 
         client.load_table_from_file(data, table, job_config=config).result()
 
 
+@pytest.mark.slow
 def test_gcp_target_builds_and_tests_on_the_bigquery_emulator(emulator, local_lake):
     settings = local_lake.model_copy(update={"gcp_project": PROJECT})
     client = _client(emulator)

@@ -15,9 +15,19 @@ inventory as (
 
 event_days as (
 
-    select store_id, product_id, demand_date as event_date from orders
+    select
+        store_id,
+        product_id,
+        demand_date as event_date
+    from orders
+
     union all
-    select store_id, product_id, inventory_date as event_date from inventory
+
+    select
+        store_id,
+        product_id,
+        inventory_date as event_date
+    from inventory
 
 ),
 

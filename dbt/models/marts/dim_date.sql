@@ -30,8 +30,10 @@ bounds as (
 
     select
         min(series.first_date) as first_date,
-        greatest(max(series.last_date), coalesce((select max(forecast_date) from forecasts), max(series.last_date)))
-            as last_date
+        greatest(
+            max(series.last_date),
+            coalesce((select max(forecasts.forecast_date) from forecasts), max(series.last_date))
+        ) as last_date
 
     from series
 

@@ -73,7 +73,7 @@ grid as (
         series.product_id
 
     from series
-    inner join days on days.date_day >= series.first_date
+    inner join days on series.first_date <= days.date_day
     where {{ since_cutoff('days.date_day', cutoff) }}
 
 ),

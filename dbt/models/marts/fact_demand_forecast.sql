@@ -33,8 +33,10 @@ periods as (
         forecasts.*,
         runs.freq,
         runs.created_at as run_created_at,
-        cast({{ dbt.dateadd('day', "case when runs.freq = 'W' then 6 else 0 end", 'forecasts.forecast_date') }}
-            as date) as period_end_date,
+        cast(
+            {{ dbt.dateadd('day', "case when runs.freq = 'W' then 6 else 0 end", 'forecasts.forecast_date') }}
+            as date
+        ) as period_end_date,
         runs.created_at = max(runs.created_at) over (partition by runs.freq) as is_latest_run
 
     from forecasts

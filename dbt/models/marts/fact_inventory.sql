@@ -24,7 +24,7 @@ bounds as (
 
     select
         min(first_date) as first_date,
-        (select max(last_date) from {{ ref('int_series') }}) as last_date
+        (select max(int_series.last_date) from {{ ref('int_series') }} as int_series) as last_date
 
     from series
 
@@ -44,7 +44,7 @@ grid as (
         series.product_id
 
     from series
-    inner join days on days.date_day >= series.first_date
+    inner join days on series.first_date <= days.date_day
 
 ),
 

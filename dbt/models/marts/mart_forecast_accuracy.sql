@@ -22,7 +22,7 @@ scored as (
         freq,
         store_id,
         product_id,
-        {{ dbt.any_value('model') }} as model,
+        {{ dbt.any_value('model') }} as model,  -- noqa: RF04
         count(*) as periods_forecast,
         count(actual_units) as periods_with_actuals,
         sum(case when actual_units is not null then yhat end) as forecast_units,
