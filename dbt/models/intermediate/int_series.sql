@@ -1,4 +1,6 @@
--- Every store x product with at least one order or inventory event, and the dates it spans.
+-- Every store x product with any order or inventory event, the dates it spans, and the last date with
+-- any event in its store: the end of the series' window in the zero-filled facts (a store that stopped
+-- reporting, or a dataset that ends earlier than another in the same lakehouse, is not filled to the end).
 with
 
 orders as (
@@ -42,6 +44,16 @@ series as (
     from event_days
     group by 1, 2
 
+),
+
+final as (
+
+    select
+        *,
+        max(last_date) over (partition by store_id) as store_last_date
+
+    from series
+
 )
 
-select * from series
+select * from final

@@ -1,6 +1,6 @@
 -- One row per date x store x product, zero-filled: every series (store x product with any order or
--- inventory event) has a row for each day from its first event to the last day with data in the whole
--- lakehouse. Incremental: rebuilds the days from the newest demand_date minus var('lookback_days').
+-- inventory event) has a row for each day from its first event to the last day with any event in its
+-- store. Incremental: rebuilds the days from the newest demand_date minus var('lookback_days').
 {{
     config(
         materialized='incremental',
@@ -53,7 +53,7 @@ bounds as (
 
     select
         min(first_date) as first_date,
-        max(last_date) as last_date
+        max(store_last_date) as last_date
 
     from series
 
@@ -73,7 +73,7 @@ grid as (
         series.product_id
 
     from series
-    inner join days on series.first_date <= days.date_day
+    inner join days on series.first_date <= days.date_day and series.store_last_date >= days.date_day
     where {{ since_cutoff('days.date_day', cutoff) }}
 
 ),

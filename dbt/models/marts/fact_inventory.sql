@@ -1,5 +1,6 @@
 -- Daily on-hand per date x store x product, for every series with inventory events, from its first
--- inventory event to the last day with data: a day without a snapshot carries the last one forward.
+-- inventory event to the last day with any event in its store: a day without a snapshot carries the
+-- last one forward.
 with
 
 inventory as (
@@ -8,7 +9,7 @@ inventory as (
 
 ),
 
-series as (
+stocked as (
 
     select
         store_id,
@@ -20,11 +21,27 @@ series as (
 
 ),
 
+series as (
+
+    select
+        stocked.store_id,
+        stocked.product_id,
+        stocked.first_date,
+        all_series.store_last_date
+
+    from stocked
+    inner join {{ ref('int_series') }} as all_series
+        on
+            stocked.store_id = all_series.store_id
+            and stocked.product_id = all_series.product_id
+
+),
+
 bounds as (
 
     select
         min(first_date) as first_date,
-        (select max(int_series.last_date) from {{ ref('int_series') }} as int_series) as last_date
+        max(store_last_date) as last_date
 
     from series
 
@@ -44,7 +61,7 @@ grid as (
         series.product_id
 
     from series
-    inner join days on series.first_date <= days.date_day
+    inner join days on series.first_date <= days.date_day and series.store_last_date >= days.date_day
 
 ),
 
