@@ -14,3 +14,10 @@
 {% macro safe_divide(numerator, denominator) -%}({{ numerator }}) / nullif({{ denominator }}, 0){%- endmacro %}
 {% macro incremental_cutoff(date_col) -%}2024-01-01{%- endmacro %}
 {% macro since_cutoff(date_col, cutoff) -%}{{ date_col }} >= date '2024-01-01'{%- endmacro %}
+{% macro series_days(series, date_alias, cutoff=none) -%}
+    select days.date_day as {{ date_alias }}, series.store_id, series.product_id
+    from {{ series }} as series
+    inner join (select cast(unnest(generate_series(date '2024-01-01', date '2024-01-02', interval 1 day)) as date)
+        as date_day) as days
+        on series.first_date <= days.date_day and series.store_last_date >= days.date_day
+{%- endmacro %}

@@ -37,31 +37,9 @@ series as (
 
 ),
 
-bounds as (
-
-    select
-        min(first_date) as first_date,
-        max(store_last_date) as last_date
-
-    from series
-
-),
-
-days as (
-
-    {{ days_between('bounds', 'first_date', 'last_date') }}
-
-),
-
 grid as (
 
-    select
-        days.date_day as inventory_date,
-        series.store_id,
-        series.product_id
-
-    from series
-    inner join days on series.first_date <= days.date_day and series.store_last_date >= days.date_day
+    {{ series_days('series', 'inventory_date') }}
 
 ),
 
