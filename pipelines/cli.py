@@ -242,7 +242,7 @@ def transform(
                 bar.update(task, total=p.total or None, description=f"dbt ({target}) {step}: {p.name}")
             elif p.kind == "done":
                 bar.update(task, total=p.total or None, completed=p.index)
-                if p.status not in ("success", "pass", "no-op", "skipped"):
+                if p.status in ("warn", "fail", "error"):
                     style = "yellow" if p.status in ("warn", "skipped") else "red"
                     console.print(f"[{style}]{p.status:>7}[/] {p.name}")
 
