@@ -85,10 +85,16 @@ def read_demand(settings: Settings) -> pd.DataFrame:
         table = settings.bigquery_table(DEMAND_LAYER, DEMAND_TABLE).replace(":", ".")
         client = bigquery.Client(project=settings.gcp_project)
         return client.query(demand_query(f"`{table}`")).to_dataframe()
+    import duckdb
+
     from pipelines import warehouse
 
     with warehouse.connect(settings) as con:
-        return con.execute(demand_query(f"{DEMAND_LAYER}.{DEMAND_TABLE}")).df()
+        try:
+            return con.execute(demand_query(f"{DEMAND_LAYER}.{DEMAND_TABLE}")).df()
+        except duckdb.CatalogException as e:
+            raise ValueError(f"{DEMAND_LAYER}.{DEMAND_TABLE} is not in {settings.warehouse_path}: build it with "
+                             f"dbt first (lakehouse transform)") from e
 
 
 def read_countries(settings: Settings) -> dict[str, str]:

@@ -6,7 +6,8 @@
 
 Models (`--models` names):
 - `prophet`: Prophet with weekly seasonality (daily data), yearly seasonality once there are 1.5 years of
-  history, the public holidays of the store's country (with the two days before each, when demand moves),
+  history, the public holidays of the store's country (with the two days before each, when demand moves;
+  Christmas and Boxing Day with their own effect, the others sharing one: see `holiday_frame`),
   and price and promotion as regressors where they vary. Future regressors: the planned values when the
   series carries them, otherwise the last price carried forward and no promotion (a promotion is a window
   of days; carrying one forward would forecast a month-long promotion). Stock-out days and gaps are left
@@ -134,9 +135,18 @@ def quiet_prophet() -> None:
     logging.getLogger("cmdstanpy").disabled = True
 
 
+#: holidays that get an effect of their own; every other public holiday shares one effect
+OWN_EFFECT_HOLIDAYS = ("Christmas Day", "Boxing Day")
+PUBLIC_HOLIDAY = "public holiday"
+
+
 @functools.lru_cache(maxsize=32)
 def holiday_frame(country: str, first_year: int, last_year: int) -> pd.DataFrame | None:
-    """Public holidays of `country` as Prophet wants them (with the days before), or None if unknown."""
+    """Public holidays of `country` as Prophet wants them (with the days before), or None if unknown.
+
+    Each holiday happens once a year, so two years of history cannot estimate one effect per holiday
+    (and every extra one costs fit time): Christmas and Boxing Day, when shops close or trade very
+    differently, keep their own effect; the others share one "public holiday" effect."""
     import holidays
 
     try:
@@ -145,9 +155,10 @@ def holiday_frame(country: str, first_year: int, last_year: int) -> pd.DataFrame
         return None
     if not days:
         return None
-    frame = pd.DataFrame({"ds": pd.to_datetime(list(days.keys())), "holiday": list(days.values())})
+    names = [name if name in OWN_EFFECT_HOLIDAYS else PUBLIC_HOLIDAY for name in days.values()]
+    frame = pd.DataFrame({"ds": pd.to_datetime(list(days.keys())), "holiday": names})
     frame["lower_window"], frame["upper_window"] = -PRE_HOLIDAY_DAYS, 0
-    return frame.sort_values("ds").reset_index(drop=True)
+    return frame.drop_duplicates("ds").sort_values("ds").reset_index(drop=True)
 
 
 def _regressors(series: Series, horizon: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -178,6 +189,9 @@ def prophet(series: Series, horizon: int, init: dict | None = None, keep_json: b
     daily = series.freq == "D"
     span_days = (dates[-1] - dates[0]).days + 1
     holidays_df = holiday_frame(series.country, dates[0].year, future_dates[-1].year) if daily else None
+    if holidays_df is not None:  # only holidays the history has seen: an unseen one cannot be estimated
+        seen = holidays_df.loc[holidays_df["ds"].between(dates[0], dates[-1]), "holiday"].unique()
+        holidays_df = holidays_df[holidays_df["holiday"].isin(seen)] if len(seen) else None
     model = Prophet(
         growth="linear",
         yearly_seasonality=3 if span_days >= YEARLY_MIN_DAYS else False,
@@ -233,5 +247,7 @@ def warm_up(names) -> None:
     dates = np.datetime64("2024-01-01") + np.arange(len(y)).astype("timedelta64[D]")
     s = Series("warm", "up", "D", dates, y, np.ones(len(y)), np.zeros(len(y)), np.zeros(len(y), bool))
     for name in names:
-        if name != "prophet":
+        if name == "prophet":
+            import prophet  # noqa: F401  (imports cmdstanpy, which fixes its temp directory now)
+        else:
             MODELS[name](s, 7)
