@@ -82,19 +82,25 @@ def read_demand(settings: Settings) -> pd.DataFrame:
     if settings.environment == "gcp":
         from google.cloud import bigquery
 
-        table = settings.bigquery_table(DEMAND_LAYER, DEMAND_TABLE).replace(":", ".")
         client = bigquery.Client(project=settings.gcp_project)
-        return client.query(demand_query(f"`{table}`")).to_dataframe()
+        return client.query(demand_query(demand_table_sql(settings))).to_dataframe()
     import duckdb
 
     from pipelines import warehouse
 
     with warehouse.connect(settings) as con:
         try:
-            return con.execute(demand_query(f"{DEMAND_LAYER}.{DEMAND_TABLE}")).df()
+            return con.execute(demand_query(demand_table_sql(settings))).df()
         except duckdb.CatalogException as e:
             raise ValueError(f"{DEMAND_LAYER}.{DEMAND_TABLE} is not in {settings.warehouse_path}: build it with "
                              f"dbt first (lakehouse transform)") from e
+
+
+def demand_table_sql(settings: Settings) -> str:
+    """The mart's name as the warehouse's SQL spells it."""
+    if settings.environment == "gcp":
+        return f"`{settings.bigquery_table(DEMAND_LAYER, DEMAND_TABLE).replace(':', '.')}`"
+    return f"{DEMAND_LAYER}.{DEMAND_TABLE}"
 
 
 def read_countries(settings: Settings) -> dict[str, str]:
@@ -112,8 +118,9 @@ def read_countries(settings: Settings) -> dict[str, str]:
 
 
 def to_series(frame: pd.DataFrame, freq: str = "D", countries: Mapping[str, str] | None = None,
-              default_country: str = DEFAULT_COUNTRY) -> list[Series]:
-    """One Series per (store, product), on the calendar from the table's first to last date."""
+              default_country: str = DEFAULT_COUNTRY, calendar: tuple | None = None) -> list[Series]:
+    """One Series per (store, product), on the calendar from the table's first to last date (or from
+    `calendar` = (first, last) when the frame holds only some series, as in a Beam worker)."""
     if freq not in FREQS:
         raise ValueError(f"freq must be one of {', '.join(FREQS)}, got {freq!r}")
     missing = [c for c in ("demand_date", "store_id", "product_id", TARGET) if c not in frame.columns]
@@ -130,7 +137,8 @@ def to_series(frame: pd.DataFrame, freq: str = "D", countries: Mapping[str, str]
     df["price"] = pd.to_numeric(df["avg_unit_price"], errors="coerce").astype(float)
     df["promo"] = df["on_promo"].fillna(False).astype(float)
     df["stockout"] = df["stockout"].fillna(False).astype(bool)
-    calendar = pd.date_range(df["demand_date"].min(), df["demand_date"].max(), freq="D")
+    first, last = calendar or (df["demand_date"].min(), df["demand_date"].max())
+    calendar = pd.date_range(pd.Timestamp(first), pd.Timestamp(last), freq="D")
     countries = countries or {}
     out = []
     for (store, product), g in df.groupby(["store_id", "product_id"], sort=True):

@@ -122,6 +122,31 @@ class ForecastSeries(beam.PTransform):
         )
 
 
+class SeriesFromRows(beam.PTransform):
+    """Rows of the demand mart (dicts) -> one Series per store x product, on the calendar [first, last].
+
+    Used on Dataflow, where the workers read the mart themselves instead of the launcher sending every
+    series through the job graph."""
+
+    def __init__(self, freq: str, first: dt.date, last: dt.date, countries: dict[str, str] | None = None):
+        super().__init__()
+        self.freq, self.calendar, self.countries = freq, (first, last), countries or {}
+
+    def expand(self, rows):
+        return (
+            rows
+            | "KeyBySeries" >> beam.Map(lambda row: ((row["store_id"], row["product_id"]), row))
+            | "GroupBySeries" >> beam.GroupByKey()
+            | "BuildSeries" >> beam.FlatMap(self._series)
+        )
+
+    def _series(self, element):
+        import pandas as pd
+
+        _, rows = element
+        yield from data.to_series(pd.DataFrame(list(rows)), self.freq, self.countries, calendar=self.calendar)
+
+
 def start_worker(model_names: tuple[str, ...]) -> None:
     """Prepare a pool process to fit series: its own temp directory first (parallel cmdstanpy runs sharing one
     hang or corrupt each other's output, and cmdstanpy picks its directory when first imported), then quiet
@@ -262,12 +287,30 @@ def local_workers() -> int:
     return max(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1, 1)
 
 
-def pipeline_options(settings: Settings, runner: str, beam_args: list[str]) -> PipelineOptions:
-    """Dataflow: project, region, temp location and this distribution from the settings (as the backfill)."""
+#: what Dataflow workers install on top of this distribution (setup.py installs no extras): the forecasting
+#: libraries, pinned to the versions the launcher runs
+WORKER_PACKAGES = ("prophet", "statsforecast", "holidays")
+
+
+def worker_requirements(folder: Path) -> Path:
+    from importlib.metadata import version
+
+    path = folder / "forecast-worker-requirements.txt"
+    path.write_text("".join(f"{name}=={version(name)}\n" for name in WORKER_PACKAGES))
+    return path
+
+
+def pipeline_options(settings: Settings, runner: str, beam_args: list[str], scratch: Path | None = None
+                     ) -> PipelineOptions:
+    """Dataflow: project, region, temp location and this distribution from the settings (as the backfill),
+    plus the forecasting libraries as a requirements file."""
     if runner == "DataflowRunner":
         from pipelines.backfill import cloud_options
 
-        return PipelineOptions(cloud_options(settings, beam_args), runner=runner, save_main_session=False)
+        args = cloud_options(settings, beam_args)
+        if scratch is not None and not any(a.startswith("--requirements_file") for a in args):
+            args.append(f"--requirements_file={worker_requirements(scratch)}")
+        return PipelineOptions(args, runner=runner, save_main_session=False)
     return PipelineOptions(beam_args, runner=runner, save_main_session=False)
 
 
@@ -296,11 +339,18 @@ def run(
     created_at = now or dt.datetime.now(dt.UTC)
     run_id = run_id or new_run_id(created_at)
     started = time.perf_counter()
-    if series is None:
-        series = data.to_series(data.read_demand(settings), freq, data.read_countries(settings))
-    if truth_dir is not None:
-        attach_truth(series, truth_dir)
-    if not series:
+    read_in_pipeline = series is None and runner == "DataflowRunner"
+    if read_in_pipeline:
+        calendar, count = demand_calendar(settings)
+        source = ("bigquery", calendar)
+    else:
+        if series is None:
+            series = data.to_series(data.read_demand(settings), freq, data.read_countries(settings))
+        if truth_dir is not None:
+            attach_truth(series, truth_dir)
+        count, source = len(series), ("series", series)
+        calendar = (min(s.dates[0] for s in series), max(s.dates[-1] for s in series)) if series else None
+    if not count:
         raise ValueError(f"no demand history in {data.DEMAND_LAYER}.{data.DEMAND_TABLE}")
     config = Config(horizon=horizon, folds=folds, models=tuple(models_))
     root = ml_root(settings)
@@ -308,28 +358,49 @@ def run(
     _clear(staging)
     _clear(models_dir)
     local = runner == "DirectRunner"
-    processes = min(workers or local_workers(), len(series)) if local else 1
+    processes = min(workers or local_workers(), count) if local else 1
     # locally one shard whose series the process pool spreads over the cores; on Dataflow many small ones
-    shards = 1 if local else max(1, -(-len(series) // SERIES_PER_SHARD))
+    shards = 1 if local else max(1, -(-count // SERIES_PER_SHARD))
     os.environ.setdefault("NIXTLA_NUMBA_CACHE", "1")  # inherited by local workers: numba compiles once
-    with tempfile.TemporaryDirectory(prefix="lakehouse-forecast-progress-") as tick_dir:
-        progress_file = str(Path(tick_dir) / "done") if runner == "DirectRunner" else None
-        _run_pipeline(series, config, run_id, staging, models_dir, shards, progress_file, processes,
-                      pipeline_options(settings, runner, beam_args or []), progress)
-    result = publish(settings, run_id, created_at, series, config, staging, models_dir,
-                     time.perf_counter() - started)
-    return result
+    with tempfile.TemporaryDirectory(prefix="lakehouse-forecast-") as scratch:
+        progress_file = str(Path(scratch) / "done") if local else None
+        options = pipeline_options(settings, runner, beam_args or [], Path(scratch))
+        _run_pipeline(settings, source, freq, count, config, run_id, staging, models_dir, shards, progress_file,
+                      processes, options, progress)
+    return publish(settings, run_id, created_at, freq, count, calendar, config, staging, models_dir,
+                   time.perf_counter() - started)
 
 
-def _run_pipeline(series, config, run_id, staging, models_dir, shards, progress_file, processes, options,
-                  progress) -> None:
-    """Run the pipeline; the DirectRunner blocks in run(), so it runs in a thread while this one reports."""
+def demand_calendar(settings: Settings) -> tuple[tuple[dt.date, dt.date] | None, int]:
+    """(first, last) demand date and the number of series in the mart, with one small query."""
+    sql = (f"SELECT MIN(demand_date), MAX(demand_date), COUNT(DISTINCT CONCAT(store_id, '|', product_id)) "
+           f"FROM {data.demand_table_sql(settings)}")
+    from google.cloud import bigquery
+
+    first, last, count = next(iter(bigquery.Client(project=settings.gcp_project).query(sql).result()))
+    return ((first, last) if first else None), int(count or 0)
+
+
+def _run_pipeline(settings, source, freq, count, config, run_id, staging, models_dir, shards, progress_file,
+                  processes, options, progress) -> None:
+    """Build and run the pipeline; the DirectRunner blocks in run(), so it runs in a thread while this one
+    reports progress. `source`: ("series", [Series]) from the launcher, or ("bigquery", (first, last)) to
+    read the mart in the pipeline."""
     pipeline = beam.Pipeline(options=options)
-    _ = (
-        pipeline
-        | "CreateSeries" >> beam.Create(series, reshuffle=False)
-        | "ForecastSeries" >> ForecastSeries(config, run_id, staging, models_dir, shards, progress_file, processes)
-    )
+    kind, payload = source
+    if kind == "series":
+        series = pipeline | "CreateSeries" >> beam.Create(payload, reshuffle=False)
+    else:
+        from apache_beam.io.gcp.bigquery import ReadFromBigQuery
+
+        series = (
+            pipeline
+            | "ReadDemand" >> ReadFromBigQuery(query=data.demand_query(data.demand_table_sql(settings)),
+                                               use_standard_sql=True)
+            | "SeriesFromRows" >> SeriesFromRows(freq, *payload)
+        )
+    _ = series | "ForecastSeries" >> ForecastSeries(config, run_id, staging, models_dir, shards, progress_file,
+                                                    processes)
     box: dict = {}
 
     def work() -> None:
@@ -343,7 +414,7 @@ def _run_pipeline(series, config, run_id, staging, models_dir, shards, progress_
     while thread.is_alive():
         thread.join(0.25)
         if progress and progress_file:
-            progress(_ticks(progress_file), len(series))
+            progress(_ticks(progress_file), count)
     if "error" in box:
         raise box["error"]
 
@@ -411,12 +482,11 @@ def _pooled(scores: pa.Table) -> tuple[dict[str, Score], Score, Score | None, di
     return by_model, chosen, oracle, dict(counts), float(np.mean(mase_values)) if mase_values else float("nan")
 
 
-def publish(settings: Settings, run_id: str, created_at: dt.datetime, series: list[data.Series], config: Config,
+def publish(settings: Settings, run_id: str, created_at: dt.datetime, freq: str, count: int, calendar, config: Config,
             staging: str, models_dir: str, seconds: float) -> RunResult:
     staged = {name: read_staged(staging, name) for name in
               (tables.FORECASTS.fqn, tables.BACKTEST_METRICS.fqn, SCORES)}
     by_model, chosen, oracle, counts, mase = _pooled(staged[SCORES])
-    dates = [s.dates for s in series if len(s.dates)]
     baseline = by_model.get(models.BASELINE, Score())
     per_model = {m: _summary(s) for m, s in by_model.items()}
     extra = {"per_model": per_model, "chosen_models": counts, "seconds": round(seconds, 3)}
@@ -427,10 +497,9 @@ def publish(settings: Settings, run_id: str, created_at: dt.datetime, series: li
                   "future_regressors": "planned if known; else last price carried forward, no promotion",
                   "intervals": "conformal on the series' backtest errors (2+ folds); else the model's own"}
     run_row = {
-        "run_id": run_id, "created_at": created_at, "freq": series[0].freq, "horizon": config.horizon,
-        "data_start": min(d[0] for d in dates).astype(dt.date) if dates else None,
-        "data_end": max(d[-1] for d in dates).astype(dt.date) if dates else None,
-        "series": len(series), "parameters": json.dumps(parameters, sort_keys=True),
+        "run_id": run_id, "created_at": created_at, "freq": freq, "horizon": config.horizon,
+        "data_start": _date(calendar[0]) if calendar else None, "data_end": _date(calendar[1]) if calendar else None,
+        "series": count, "parameters": json.dumps(parameters, sort_keys=True),
         "code_version": code_version(), "wape": _num(chosen.wape), "wape_seasonal_naive": _num(baseline.wape),
         "mase": _num(mase), "bias": _num(chosen.bias), "coverage_80": _num(chosen.coverage_80),
         "coverage_95": _num(chosen.coverage_95), "metrics": json.dumps(extra, sort_keys=True),
@@ -448,9 +517,13 @@ def publish(settings: Settings, run_id: str, created_at: dt.datetime, series: li
         warehouse.refresh_views(settings)
     notes = staged[tables.BACKTEST_METRICS.fqn].filter(pc.field("chosen")).select(
         ["store_id", "product_id", "model", "note"]).to_pylist()
-    return RunResult(run_id, created_at, series[0].freq, config.horizon, config.folds, len(series), seconds,
+    return RunResult(run_id, created_at, freq, config.horizon, config.folds, count, seconds,
                      counts, run_row, per_model, _summary(oracle) if oracle is not None else None, models_dir,
                      notes)
+
+
+def _date(value) -> dt.date:
+    return value.astype("datetime64[D]").astype(dt.date) if isinstance(value, np.datetime64) else value
 
 
 def _summary(s: Score) -> dict:

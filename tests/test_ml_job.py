@@ -133,3 +133,26 @@ def test_cli_forecast_end_to_end_with_truth_and_plot(lake, sim, tmp_path):
         assert con.execute("select count(*) from ml.backtest_metrics where run_id = 'cli'").fetchone()[0] > 0
     bad = CliRunner().invoke(app, ["forecast", "--models", "arima"])
     assert bad.exit_code == 2 and "unknown model" in bad.output
+
+
+def test_weekly_run_forecasts_mondays(lake):
+    job.run(lake, horizon=4, freq="W", folds=1, models_=("snaive", "tsb"), run_id="w", workers=1, now=NOW)
+    rows = _count(lake, "select distinct forecast_date from ml.forecasts where run_id = 'w' order by 1")
+    assert len(rows) == 4 and all(d.weekday() == 0 for (d,) in rows)
+    assert _count(lake, "select freq from ml.forecast_runs where run_id = 'w'") == [("W",)]
+
+
+def test_series_from_rows_in_a_pipeline():
+    """The Dataflow path: workers build the series from the mart's rows, on the launcher's calendar."""
+    import apache_beam as beam
+    from apache_beam.testing.test_pipeline import TestPipeline
+    from apache_beam.testing.util import assert_that, equal_to
+
+    rows = [{"demand_date": dt.date(2024, 1, d), "store_id": s, "product_id": "P1", "units_ordered": float(d),
+             "avg_unit_price": 2.0, "on_promo": False, "stockout": False}
+            for s, days in (("S1", (1, 2, 3)), ("S2", (2,))) for d in days]
+    with TestPipeline() as p:
+        got = (p | beam.Create(rows)
+               | job.SeriesFromRows("D", dt.date(2024, 1, 1), dt.date(2024, 1, 4), {"S2": "IE"})
+               | beam.Map(lambda s: (s.store_id, s.country, len(s.dates), int((s.y == s.y).sum()))))
+        assert_that(got, equal_to([("S1", "GB", 4, 3), ("S2", "IE", 4, 1)]))
