@@ -66,11 +66,15 @@ class Series:
         return self.dates[-1] + step * np.arange(1, horizon + 1)
 
     def head(self, n: int) -> Series:
-        """The first n periods, with the next periods' regressors as the known future (for backtests)."""
+        """The first n periods, for a backtest that knows what this run knows: when the run has planned prices
+        and promotions, the next periods' actual ones stand for the plan; when it has none, neither does the
+        backtest (its regressors are carried forward as the final forecast's are)."""
+        planned = self.future_price is not None
         return Series(self.store_id, self.product_id, self.freq, self.dates[:n], self.y[:n], self.price[:n],
-                      self.promo[:n], self.stockout[:n], self.country, future_price=self.price[n:],
-                      future_promo=self.promo[n:], expected=None if self.expected is None else self.expected[:n],
-                      issues=self.issues)
+                      self.promo[:n], self.stockout[:n], self.country,
+                      future_price=self.price[n:] if planned else None,
+                      future_promo=self.promo[n:] if planned else None,
+                      expected=None if self.expected is None else self.expected[:n], issues=self.issues)
 
 
 def demand_query(table: str, columns=DEMAND_COLUMNS) -> str:

@@ -163,3 +163,11 @@ def test_prophet_fits_with_holidays_regressors_and_round_trips_as_json():
     assert set(model.extra_regressors) == {"price", "promo"}
     names = set(model.train_holiday_names)
     assert names == {"public holiday"}  # Jan-May: no Christmas or Boxing Day in the history
+
+
+def test_backtest_knows_the_plan_only_when_the_run_has_one():
+    s = hand_series(WEEK * 4)
+    s.promo = np.r_[np.zeros(21), np.ones(7)]
+    assert s.head(21).future_promo is None  # no plan: carried forward, as in the final forecast
+    s.future_promo, s.future_price = np.zeros(7), np.ones(7)
+    assert s.head(21).future_promo.tolist() == [1.0] * 7
