@@ -174,9 +174,25 @@ def calibrated(fc: models.Forecast, residuals: list[np.ndarray]) -> models.Forec
     r = r[~np.isnan(r)]
     if r.size < 10:
         return fc
-    q = np.quantile(r, models.QUANTILES)
+    q = conformal_quantiles(r, models.QUANTILES)
     y = fc.yhat
     return replace(fc, lo80=y + q[1], hi80=y + q[2], lo95=y + q[0], hi95=y + q[3]).clipped()
+
+
+def conformal_quantiles(errors: np.ndarray, levels) -> np.ndarray:
+    """Quantiles of `errors` with split conformal's finite-sample correction: with n errors, the upper
+    bound at level q is the ceil((n + 1) q)-th smallest error (the lower bound mirrors it), so a bound
+    is never set from fewer points than its coverage needs (plain np.quantile under-covers small n)."""
+    e = np.sort(errors)
+    n = e.size
+    out = []
+    for q in levels:
+        if q >= 0.5:
+            k = min(int(np.ceil((n + 1) * q)), n)  # 1-based rank
+        else:
+            k = max(int(np.floor((n + 1) * q)), 1)
+        out.append(e[k - 1])
+    return np.array(out)
 
 
 def _num(x: float) -> float | None:

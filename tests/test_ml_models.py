@@ -38,8 +38,10 @@ def test_conformal_intervals_from_backtest_errors():
     fc = models.Forecast("x", np.full(3, 10.0), *(np.full(3, 10.0),) * 4)
     residuals = [np.arange(-10, 11, dtype=float)]  # 21 errors, -10..10
     out = calibrated(fc, residuals)
-    assert out.lo80 == pytest.approx(np.full(3, 10 + np.quantile(residuals[0], 0.1)))
-    assert out.hi95 == pytest.approx(np.full(3, 10 + np.quantile(residuals[0], 0.975)))
+    # n = 21: upper 80% bound is the ceil(22 * 0.9) = 20th smallest error (9), upper 95% the 21st (10);
+    # lower 80% the floor(22 * 0.1) = 2nd smallest (-9), lower 95% the 1st (-10)
+    assert out.hi80 == pytest.approx(np.full(3, 19.0)) and out.hi95 == pytest.approx(np.full(3, 20.0))
+    assert out.lo80 == pytest.approx(np.full(3, 1.0)) and out.lo95 == pytest.approx(np.full(3, 0.0))
     assert calibrated(fc, [np.ones(5)]) is fc  # too few errors: the model's own intervals stay
 
 
