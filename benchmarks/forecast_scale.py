@@ -49,7 +49,7 @@ from pipelines.tables import FORECASTS  # noqa: E402
 
 HOLDOUT = 28
 SCRATCH = ROOT / "benchmarks" / ".data"
-RETAIL_CSV = ROOT.parent / "shared" / "data" / "online_retail_ii.csv.xz"
+RETAIL_CSV = ROOT.parent / "shared" / "data" / "online_retail_ii.csv.xz"  # ../shared/data beside the checkout
 
 
 def load() -> str:
@@ -183,7 +183,7 @@ def simulated(args) -> None:
           f"{100 * scores['chosen'].coverage_80:.1f}%")
 
 
-def retail_fact(products: int) -> pd.DataFrame:
+def retail_fact(csv: Path, products: int) -> pd.DataFrame:
     """Daily units of the best-selling products of Online Retail II, all markets together, zero-filled."""
     import duckdb
 
@@ -191,7 +191,7 @@ def retail_fact(products: int) -> pd.DataFrame:
 
     landing = SCRATCH / "online_retail"
     if not (landing / "manifest.json").exists():
-        import_orders(RETAIL_CSV, landing, format="online-retail")
+        import_orders(csv, landing, format="online-retail")
     events = str(landing / "events" / "*.jsonl")
     con = duckdb.connect()
     query = f"""
@@ -216,13 +216,13 @@ def retail_fact(products: int) -> pd.DataFrame:
 
 
 def real(args) -> None:
-    if not RETAIL_CSV.exists():
-        print(f"== real data: {RETAIL_CSV} not found, skipped ==")
+    if not args.retail_csv.exists():
+        print(f"== real data: {args.retail_csv} not found, skipped ==")
         return
     print(f"== real data: {args.real_products} best-selling products of Online Retail II, daily, last {HOLDOUT} "
           f"days held out ==")
     t = time.perf_counter()
-    fact = retail_fact(args.real_products)
+    fact = retail_fact(args.retail_csv, args.real_products)
     fact["demand_date"] = pd.to_datetime(fact["demand_date"]).dt.date
     cutoff = fact["demand_date"].max() - dt.timedelta(days=HOLDOUT)
     settings = scratch_settings("forecast_real")
@@ -247,6 +247,7 @@ def main() -> None:
     parser.add_argument("--loop-sample", type=int, default=0,
                         help="time the default-Prophet loop on this many series and extrapolate (0: all)")
     parser.add_argument("--real-products", type=int, default=200)
+    parser.add_argument("--retail-csv", type=Path, default=RETAIL_CSV)
     parser.add_argument("--skip-real", action="store_true")
     parser.add_argument("--skip-sim", action="store_true")
     args = parser.parse_args()

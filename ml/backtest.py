@@ -6,8 +6,9 @@
 
 Rolling origin: fold k (k = folds .. 1) trains on all periods before n - k * horizon and forecasts the next
 `horizon` periods, so the folds tile the last folds x horizon periods without overlap. The chosen model
-(champion) is the one with the smallest absolute error summed over the folds, which within one series is
-the same ranking as WAPE; ties go to the model listed first in MODELS (baselines before Prophet). The
+is chosen champion/challenger on the absolute error summed over the folds (within one series the same
+ranking as WAPE): the default model for the series' kind (Prophet; TSB for slow movers) stays unless
+another beats it by more than CHALLENGER_MARGIN; ties go to the model listed first in MODELS. The
 seasonal naive baseline is always backtested, as the reference every other score is compared with, but
 is only chosen when it was asked for. Prophet
 fits of one series warm-start from the previous fold's parameters, and the final refit from the last fold.
@@ -36,6 +37,8 @@ from ml.metrics import Score
 
 #: periods of history below which a series only gets the baseline
 MIN_HISTORY = {"D": 28, "W": 8}
+#: how much lower a challenger's backtest error must be to replace the default model
+CHALLENGER_MARGIN = 0.05
 #: average demand interval above which a series is intermittent (Syntetos & Boylan 2005)
 ADI_INTERMITTENT = 1.32
 
@@ -102,6 +105,18 @@ def _default_choice(candidates: list[str]) -> str:
     return candidates[0]
 
 
+def choose(candidates: list[str], errors: dict[str, float]) -> str:
+    """Champion/challenger: the default model for the series' kind (Prophet, else the intermittent model) stays
+    unless a challenger's backtest error is lower by more than CHALLENGER_MARGIN. Three folds are few points,
+    and switching models on noise made the held-out error worse in the benchmark."""
+    eligible = [m for m in candidates if m in errors]
+    if not eligible:
+        return _default_choice(candidates)
+    champion = _default_choice(eligible)
+    best = min(eligible, key=lambda m: (errors[m], candidates.index(m)))
+    return best if errors[best] < (1 - CHALLENGER_MARGIN) * errors[champion] else champion
+
+
 def forecast_series(series: Series, config: Config) -> SeriesResult:
     started = time.perf_counter()
     series, candidates, notes, backtest = diagnose(series, config.models)
@@ -144,8 +159,7 @@ def forecast_series(series: Series, config: Config) -> SeriesResult:
         scores[name], errors[name], inits[name], oracle_by_model[name] = total, total.abs_error, init, oracle
     if not candidates:
         candidates = [models.BASELINE]
-    eligible = [m for m in candidates if m in errors]
-    chosen = min(eligible, key=lambda m: (errors[m], candidates.index(m))) if eligible else _default_choice(candidates)
+    chosen = choose(candidates, errors)
     try:
         final = _fit(chosen, series, h, init=inits.get(chosen), keep_json=config.keep_json)
         if len(residuals.get(chosen, ())) > 1:
