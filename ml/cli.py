@@ -33,7 +33,8 @@ def parse_models(text: str) -> tuple[str, ...]:
 
 
 def forecast(settings: Settings, *, horizon: int, freq: str, model_names: str, folds: int, truth: Path | None,
-             run_id: str | None, runner: str, workers: int, beam_args: list[str], plot: int) -> job.RunResult:
+             run_id: str | None, runner: str, workers: int, beam_args: list[str], plot: int,
+             stores: tuple[str, ...] = ()) -> job.RunResult:
     chosen_models = parse_models(model_names)
     columns = [SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn()]
@@ -44,7 +45,8 @@ def forecast(settings: Settings, *, horizon: int, freq: str, model_names: str, f
             bar.update(task, description="Fitting series", completed=done, total=total)
 
         result = job.run(settings, horizon=horizon, freq=freq, models_=chosen_models, folds=folds, run_id=run_id,
-                         truth_dir=truth, runner=runner, workers=workers, beam_args=beam_args, progress=tick)
+                         truth_dir=truth, runner=runner, workers=workers, beam_args=beam_args, progress=tick,
+                         stores=stores)
     print_run(result)
     if plot and settings.environment == "local":
         path = settings.lake_dir / "ml" / "plots" / f"{result.run_id}.png"

@@ -330,8 +330,9 @@ def run(
     beam_args: list[str] | None = None,
     progress: Callable[[int, int], None] | None = None,
     now: dt.datetime | None = None,
+    stores: tuple[str, ...] = (),
 ) -> RunResult:
-    """Forecast every series of the demand mart (or `series`) and write the run; returns its summary."""
+    """Forecast every series of the demand mart (or `series`; only `stores`' if given) and write the run."""
     unknown = [m for m in models_ if m not in models.MODELS]
     if unknown:
         raise ValueError(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(models.MODELS)}")
@@ -341,12 +342,16 @@ def run(
     run_id = run_id or new_run_id(created_at)
     started = time.perf_counter()
     read_in_pipeline = series is None and runner == "DataflowRunner"
+    if stores and read_in_pipeline:
+        raise ValueError("choosing stores works with the local runner (Dataflow workers read the whole mart)")
     if read_in_pipeline:
         calendar, count = demand_calendar(settings)
         source = ("bigquery", calendar)
     else:
         if series is None:
             series = data.to_series(data.read_demand(settings), freq, data.read_countries(settings))
+        if stores:
+            series = [s for s in series if s.store_id in stores]
         if truth_dir is not None:
             attach_truth(series, truth_dir)
         count, source = len(series), ("series", series)

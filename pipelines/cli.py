@@ -21,6 +21,7 @@ Settings come from the environment (see pipelines.config), e.g. LAKEHOUSE_HOME=/
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import os
 import threading
@@ -367,6 +368,8 @@ def forecast(
     beam_arg: Annotated[list[str] | None, typer.Option(help="Extra Beam pipeline option, repeatable.")] = None,
     workers: Annotated[int, typer.Option(min=0, help="Local worker processes; 0: one per core.")] = 0,
     plot: Annotated[int, typer.Option(min=0, help="Series to plot as PNG (0: no plot).")] = 4,
+    store: Annotated[list[str] | None, typer.Option(help="Only this store's series, repeatable (local runner).")
+                     ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Forecast every store x product series of gold.fact_daily_demand, backtested against baselines."""
@@ -377,7 +380,8 @@ def forecast(
         raise typer.BadParameter("--freq must be D or W")
     try:
         run_forecast(get_settings(), horizon=horizon, freq=freq, model_names=models, folds=folds, truth=truth,
-                     run_id=run_id, runner=runner, workers=workers, beam_args=beam_arg or [], plot=plot)
+                     run_id=run_id, runner=runner, workers=workers, beam_args=beam_arg or [], plot=plot,
+                     stores=tuple(store or ()))
     except ValueError as e:
         console.print(f"[red]error:[/] {e}")
         raise typer.Exit(2) from e
@@ -533,7 +537,9 @@ def demo(
     """Simulate a few months, import a slice of real history, backfill both, stream live events, summarise."""
     sim_dir, retail_dir = data_dir / "sim", data_dir / "online_retail"
     out.rule("1. Simulate demand (known process, with bad, duplicate and late events)")
-    simulate(sim_dir, days=days, stores=stores, products=products, start=dt.datetime(2024, 1, 1), seed=7,
+    # history up to yesterday, so the live events streamed next continue it and forecasts start tomorrow
+    start = dt.datetime.combine(dt.date.today() - dt.timedelta(days=days), dt.time())
+    simulate(sim_dir, days=days, stores=stores, products=products, start=start, seed=7,
              bad_rate=0.01, dup_rate=0.02, late_rate=0.02, country="GB")
     sources = [("simulated", sim_dir)]
     if retail_csv.exists():
@@ -556,8 +562,51 @@ def demo(
     summary()
     out.rule(f"{step}. Transform with dbt: staging, gold marts, tests")
     transform(target="local", select=None, exclude=None, full_refresh=False)
-    out.print(f"\nQuery it: [bold]lakehouse sql \"select * from silver.order_events limit 5\"[/] "
+    out.rule(f"{step + 1}. Forecast the simulated stores' series (backtested against baselines), then the "
+             "forecast marts")
+    from ml.cli import forecast as run_forecast  # lazy, as in `lakehouse forecast`
+
+    sim_stores = tuple(json.loads(line)["store_id"] for line in
+                       (sim_dir / landing.DIMS_DIR / "stores.jsonl").read_text().splitlines() if line.strip())
+    run = run_forecast(get_settings(), horizon=28, freq="D", model_names="prophet,snaive,tsb", folds=2,
+                       truth=sim_dir / landing.TRUTH_DIR, run_id=None, runner="DirectRunner", workers=0,
+                       beam_args=[], plot=4, stores=sim_stores)
+    transform(target="local", select=["fact_demand_forecast+", "mart_forecast_accuracy+"], exclude=None,
+              full_refresh=False)
+    print_demo_summary(run)
+    out.print(f"\nQuery it: [bold]lakehouse sql \"select * from gold.fact_demand_forecast limit 5\"[/] "
               f"(DuckDB file {get_settings().warehouse_path})")
+
+
+def print_demo_summary(run) -> None:
+    """Events in, dead letters by reason, freshness, forecast accuracy vs seasonal naive."""
+    from pipelines import warehouse
+
+    settings = get_settings()
+    with warehouse.connect(settings) as con:
+        runs = con.execute("select job, count(*), sum(coalesce(try_cast(counters->>'lines_read' as bigint), "
+                           "try_cast(counters->>'messages' as bigint), 0)) from ops.pipeline_runs "
+                           "group by all order by 1").fetchall()
+        dead = con.execute("select reason, count(*) from bronze.dead_letter group by all order by 2 desc "
+                           "limit 5").fetchall()
+        total_dead = con.execute("select count(*) from bronze.dead_letter").fetchone()[0]
+        latest = con.execute("select max(publish_time), max(event_ts) from silver.order_events").fetchone()
+    table = Table(title="The platform, end to end")
+    table.add_column("")
+    table.add_column("value", justify="right")
+    for job_name, n, records in runs:
+        table.add_row(f"{job_name} runs / records read", f"{n:,} / {records:,}")
+    table.add_row("dead letters (top reasons)", f"{total_dead:,}: " + ", ".join(f"{r} {n:,}" for r, n in dead))
+    if latest[0] is not None:
+        age = (dt.datetime.now(dt.UTC) - latest[0]).total_seconds()
+        table.add_row("freshness: newest streamed event published", f"{age:,.0f} s ago")
+    row = run.overall
+    if row.get("wape") is not None and row.get("wape_seasonal_naive"):
+        table.add_row("forecast WAPE (backtest) vs seasonal naive",
+                      f"{row['wape']:.1%} vs {row['wape_seasonal_naive']:.1%} "
+                      f"({1 - row['wape'] / row['wape_seasonal_naive']:.0%} better)")
+        table.add_row("interval coverage 80% / 95%", f"{row['coverage_80']:.0%} / {row['coverage_95']:.0%}")
+    out.print(table)
 
 
 def demo_stream(sim_dir: Path, stores: int, products: int, seconds: float, rate: float) -> None:
