@@ -35,6 +35,7 @@ locals {
     silver_dataset           = module.bigquery.datasets["silver"]
     gold_dataset             = module.bigquery.datasets["gold"]
     ml_dataset               = module.bigquery.datasets["ml"]
+    staging_dataset          = module.bigquery.datasets["staging"]
     events_topic             = var.events_topic
     events_subscription      = var.events_subscription
     dead_letter_topic        = var.dead_letter_topic

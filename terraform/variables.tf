@@ -47,12 +47,12 @@ variable "labels" {
 # ---- BigQuery -------------------------------------------------------------------------------
 variable "datasets" {
   type        = map(string)
-  description = "BigQuery dataset id per lakehouse layer (LAKEHOUSE_BRONZE_DATASET, ..._SILVER_, ..._GOLD_, ..._ML_)."
-  default     = { bronze = "bronze", silver = "silver", gold = "gold", ml = "ml" }
+  description = "BigQuery dataset id per lakehouse layer (LAKEHOUSE_BRONZE_DATASET, ..._SILVER_, ..._GOLD_, ..._ML_, and ..._STAGING_ for dbt's staging and intermediate models)."
+  default     = { bronze = "bronze", silver = "silver", gold = "gold", ml = "ml", staging = "staging" }
 
   validation {
-    condition     = toset(keys(var.datasets)) == toset(["bronze", "silver", "gold", "ml"])
-    error_message = "datasets must name exactly the layers bronze, silver, gold and ml."
+    condition     = toset(keys(var.datasets)) == toset(["bronze", "silver", "gold", "ml", "staging"])
+    error_message = "datasets must name exactly the layers bronze, silver, gold, ml and staging."
   }
   validation {
     condition     = alltrue([for d in values(var.datasets) : can(regex("^[A-Za-z_][A-Za-z0-9_]{0,1023}$", d))])

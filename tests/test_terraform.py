@@ -130,7 +130,7 @@ def test_tables_iterate_the_index_with_its_partitioning_and_clustering():
 
 def test_datasets_cover_every_layer_and_gold_for_dbt():
     default = named("", "variable")["datasets"]["default"]
-    assert default == {layer: Settings().dataset(layer) for layer in ("bronze", "silver", "gold", "ml")}
+    assert default == {layer: Settings().dataset(layer) for layer in ("bronze", "silver", "gold", "ml", "staging")}
     assert {fqn.split(".")[0] for fqn in tables.TABLES} <= set(default)
     expiry = named("", "variable")["partition_expiration_days"]["default"]
     assert set(expiry) <= set(default) | set(tables.TABLES)  # a typo would silently keep data forever

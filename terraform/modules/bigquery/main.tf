@@ -22,10 +22,11 @@ locals {
   legacy_type = { INT64 = "INTEGER", FLOAT64 = "FLOAT", BOOL = "BOOLEAN" }
 
   descriptions = {
-    bronze = "Raw events that passed the event contract, as received, and dead letters (written by the Beam jobs)."
-    silver = "Clean, deduplicated, enriched events and the product/store dimensions (written by the Beam jobs)."
-    gold   = "dbt marts: dimensions, facts, forecast accuracy; what dashboards and Looker Studio read."
-    ml     = "Forecasts, forecast runs and backtest metrics (written by the forecasting job)."
+    bronze  = "Raw events that passed the event contract, as received, and dead letters (written by the Beam jobs)."
+    silver  = "Clean, deduplicated, enriched events and the product/store dimensions (written by the Beam jobs)."
+    gold    = "dbt marts: dimensions, facts, forecast accuracy; what dashboards and Looker Studio read."
+    ml      = "Forecasts, forecast runs and backtest metrics (written by the forecasting job)."
+    staging = "dbt staging views and intermediate tables (the layer between silver and gold)."
   }
 }
 

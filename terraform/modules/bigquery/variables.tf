@@ -10,7 +10,7 @@ variable "location" {
 
 variable "datasets" {
   type        = map(string)
-  description = "Dataset id per layer: bronze, silver, gold, ml."
+  description = "Dataset id per layer: bronze, silver, gold, ml, staging."
 }
 
 variable "schema_dir" {

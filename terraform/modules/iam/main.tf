@@ -39,7 +39,7 @@ locals {
     { for layer in ["bronze", "silver", "ml"] : "dataflow-${layer}" => { layer = layer, member = local.dataflow, role = "roles/bigquery.dataEditor" } },
     { "dataflow-gold" = { layer = "gold", member = local.dataflow, role = "roles/bigquery.dataViewer" } },
     { for layer in ["bronze", "silver", "ml"] : "composer-${layer}" => { layer = layer, member = local.composer, role = "roles/bigquery.dataViewer" } },
-    { "composer-gold" = { layer = "gold", member = local.composer, role = "roles/bigquery.dataEditor" } },
+    { for layer in ["gold", "staging"] : "composer-${layer}" => { layer = layer, member = local.composer, role = "roles/bigquery.dataEditor" } },
   )
 
   bucket_roles = {
