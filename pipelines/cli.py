@@ -11,6 +11,7 @@
     lakehouse sql "select count(*) from silver.order_events"
     lakehouse schemas --out schemas/bigquery
     lakehouse deploy --dry-run   # the Google Cloud launch steps after `terraform apply` (README)
+    lakehouse transform          # dbt build: staging, marts in gold, tests (--target gcp for BigQuery)
     lakehouse demo               # all of the above on a small dataset
 
 Settings come from the environment (see pipelines.config), e.g. LAKEHOUSE_HOME=/data/lake.
@@ -399,10 +400,12 @@ def schemas(
     out_dir: Annotated[Path, typer.Option("--out", help="Folder for the BigQuery schema JSON files.")] = Path(
         "schemas/bigquery"),
 ) -> None:
-    """Write the BigQuery table schemas derived from the event contract (for Terraform and dbt)."""
+    """Write the BigQuery table schemas derived from the event contract (for Terraform and dbt), the dbt
+    sources and the dbt seed of public holidays."""
     from pipelines.tables import write_bigquery_schemas
+    from pipelines.transform import write_dbt_sources, write_holiday_seed
 
-    for path in write_bigquery_schemas(out_dir):
+    for path in [*write_bigquery_schemas(out_dir), write_dbt_sources(), write_holiday_seed()]:
         out.print(f"wrote {path}")
 
 
@@ -451,6 +454,39 @@ def deploy(
 
 
 @app.command()
+def transform(
+    target: Annotated[str, typer.Option(help="local (DuckDB warehouse) or gcp (BigQuery).")] = "local",
+    select: Annotated[list[str] | None, typer.Option("--select", "-s", help="dbt selector, repeatable.")] = None,
+    exclude: Annotated[list[str] | None, typer.Option(help="dbt selector to leave out, repeatable.")] = None,
+    full_refresh: Annotated[bool, typer.Option(help="Rebuild incremental models from scratch.")] = False,
+) -> None:
+    """Run dbt build (seeds, models, tests) and print the gold tables' row counts."""
+    from pipelines import transform as job
+
+    if target not in job.TARGETS:
+        raise typer.BadParameter(f"--target must be one of {', '.join(job.TARGETS)}")
+    settings = get_settings()
+    with _bar(f"dbt build ({target})", total=None) as (bar, task):
+        def show(p: job.Progress) -> None:
+            if p.kind == "start":
+                step = "testing sources" if p.phase == "sources" else "building"
+                bar.update(task, total=p.total or None, description=f"dbt ({target}) {step}: {p.name}")
+            elif p.kind == "done":
+                bar.update(task, total=p.total or None, completed=p.index)
+                if p.status not in ("success", "pass", "no-op", "skipped"):
+                    style = "yellow" if p.status in ("warn", "skipped") else "red"
+                    console.print(f"[{style}]{p.status:>7}[/] {p.name}")
+
+        result = job.build(settings, target=target, select=select, exclude=exclude, full_refresh=full_refresh,
+                           on_progress=show)
+    print_build(result)
+    if target == "local" and result.nodes:
+        print_gold_counts(job.gold_row_counts(settings), settings.dataset("gold"))
+    if not result.ok:
+        raise typer.Exit(1)
+
+
+@app.command()
 def demo(
     data_dir: Annotated[Path, typer.Option("--data", help="Where the demo's landing data goes.")] = Path("data"),
     days: Annotated[int, typer.Option(help="Days of simulated history.")] = 120,
@@ -485,6 +521,8 @@ def demo(
         demo_stream(sim_dir, stores, products, stream_seconds, stream_rate)
     out.rule("The lakehouse")
     summary()
+    out.rule(f"{len(sources) + 3 + (stream_seconds > 0)}. Transform with dbt: staging, gold marts, tests")
+    transform(target="local", select=None, exclude=None, full_refresh=False)
     out.print(f"\nQuery it: [bold]lakehouse sql \"select * from silver.order_events limit 5\"[/] "
               f"(DuckDB file {get_settings().warehouse_path})")
 
@@ -575,6 +613,35 @@ def print_backfill(result) -> None:
               f"{result.duplicates:,} duplicates removed: {verdict}")
     if not result.reconciles:
         raise typer.Exit(1)
+
+
+def print_build(result) -> None:
+    """dbt's verdict: nodes by status, then every test that warned or failed with its message."""
+    counts = ", ".join(f"{n} {status}" for status, n in sorted(result.by_status().items()))
+    colour = "green" if result.ok else "red"
+    out.print(f"[{colour}]dbt build ({result.target}) {'passed' if result.ok else 'FAILED'}[/] in "
+              f"{result.seconds:.1f} s: {counts or 'no nodes ran'}")
+    problems = result.problems()
+    if problems:
+        table = Table(title="Needs attention")
+        for col in ("status", "node", "message"):
+            table.add_column(col)
+        for node in problems:
+            style = "yellow" if node.status in ("warn", "skipped") else "red"
+            table.add_row(f"[{style}]{node.status}[/]", node.name, node.message.strip()[:300])
+        out.print(table)
+    if not problems:  # an error outside any node (a parse error, a connection failure)
+        for error in result.errors:
+            console.print(f"[red]{error}[/]")
+
+
+def print_gold_counts(counts: dict[str, int], schema: str) -> None:
+    table = Table(title=f"Gold tables ({schema})")
+    table.add_column("table")
+    table.add_column("rows", justify="right")
+    for name, rows in counts.items():
+        table.add_row(name, f"{rows:,}")
+    out.print(table)
 
 
 def _print_manifest(manifest: dict, folder: Path) -> None:
