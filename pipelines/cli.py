@@ -9,6 +9,7 @@
     lakehouse reconcile          # archive vs lakehouse: nothing lost, nothing doubled
     lakehouse summary            # what the lakehouse holds, dead letters by reason
     lakehouse sql "select count(*) from silver.order_events"
+    lakehouse forecast --horizon 28 --freq D --folds 3   # per-series forecasts into ml.* (needs dbt's gold)
     lakehouse schemas --out schemas/bigquery
     lakehouse deploy --dry-run   # the Google Cloud launch steps after `terraform apply` (README)
     lakehouse transform          # dbt build: staging, marts in gold, tests (--target gcp for BigQuery)
@@ -350,6 +351,36 @@ def backfill(
             raise typer.Exit(2)
         raise error
     print_backfill(result_box["result"])
+
+
+@app.command()
+def forecast(
+    horizon: Annotated[int, typer.Option(min=1, help="Periods to forecast after the last one with data.")] = 28,
+    freq: Annotated[str, typer.Option(help="D (daily) or W (weekly, weeks starting Monday).")] = "D",
+    models: Annotated[str, typer.Option(help="Comma-separated: prophet, snaive, tsb, croston, adida, ets.")] = (
+        "prophet,snaive,tsb"),
+    folds: Annotated[int, typer.Option(min=0, help="Rolling-origin backtest folds (0: no backtest).")] = 3,
+    truth: Annotated[Path | None, typer.Option(help="Simulator truth folder (DIR/truth): also score the "
+                                                     "backtest against the expected demand.")] = None,
+    run_id: Annotated[str | None, typer.Option(help="Run id; re-running one replaces its rows.")] = None,
+    runner: Annotated[str, typer.Option(help="DirectRunner (local cores) or DataflowRunner.")] = "DirectRunner",
+    beam_arg: Annotated[list[str] | None, typer.Option(help="Extra Beam pipeline option, repeatable.")] = None,
+    workers: Annotated[int, typer.Option(min=0, help="Local worker processes; 0: one per core.")] = 0,
+    plot: Annotated[int, typer.Option(min=0, help="Series to plot as PNG (0: no plot).")] = 4,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Forecast every store x product series of gold.fact_daily_demand, backtested against baselines."""
+    from ml.cli import forecast as run_forecast  # lazy: the pipelines package never imports ml at import time
+
+    _quiet_logs(verbose)
+    if freq not in ("D", "W"):
+        raise typer.BadParameter("--freq must be D or W")
+    try:
+        run_forecast(get_settings(), horizon=horizon, freq=freq, model_names=models, folds=folds, truth=truth,
+                     run_id=run_id, runner=runner, workers=workers, beam_args=beam_arg or [], plot=plot)
+    except ValueError as e:
+        console.print(f"[red]error:[/] {e}")
+        raise typer.Exit(2) from e
 
 
 @app.command()
