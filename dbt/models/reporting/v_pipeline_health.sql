@@ -65,7 +65,7 @@ outcomes as (
         max(failed_at) as last_record_at
 
     from dead_letters
-    group by 1, 2, 3, 4, 5
+    group by 1, 4, 5
 
 ),
 
