@@ -1,6 +1,7 @@
 -- Demand next to the newest daily forecast, one row per date x store x product: the actuals of every series
 -- (fact_daily_demand) and the forecast of the latest daily run, with its 80% and 95% intervals and the model
 -- the backtest chose, on one time axis. Before any forecast run the forecast columns are null.
+-- Names come from the staged dimensions, not dim_*: a failing dim test (an unknown product) must not skip the view.
 with
 
 demand as (
@@ -18,13 +19,13 @@ forecasts as (
 
 stores as (
 
-    select * from {{ ref('dim_store') }}
+    select * from {{ ref('stg_silver__stores') }}
 
 ),
 
 products as (
 
-    select * from {{ ref('dim_product') }}
+    select * from {{ ref('stg_silver__products') }}
 
 ),
 
