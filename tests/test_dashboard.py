@@ -266,3 +266,72 @@ def test_dashboard_in_the_browser_before_and_after_a_forecast(lake, browser, tmp
             tab.click()
             _wait(browser, lambda d, e=expected: e in _page_text(d), timeout=30)
             _no_exceptions(browser)
+
+
+# ---- the same queries on BigQuery (the bqemulator) ---------------------------------------------------
+@pytest.mark.slow
+def test_dashboard_queries_give_the_same_answers_on_bigquery(lake, tmp_path):
+    """dashboards.data's BigQuery dialect and query parameters, against the emulator: the silver tables and the
+    local build of the gold views are loaded as tables, and every page's query must agree with DuckDB's."""
+    bigquery = pytest.importorskip("google.cloud.bigquery")
+    import io
+    import json
+
+    import pyarrow as pa
+    from bq_emulator import running  # tests/ is on sys.path
+    from google.api_core.client_options import ClientOptions
+    from google.auth.credentials import AnonymousCredentials
+
+    from pipelines import tables
+    from pipelines.sinks import bigquery_rows
+
+    types = {pa.string(): "STRING", pa.int64(): "INT64", pa.int32(): "INT64", pa.float64(): "FLOAT64",
+             pa.bool_(): "BOOL", pa.date32(): "DATE"}
+    settings = lake.model_copy(update={"environment": "gcp", "gcp_project": "local-dev"})
+    local = data.open_source(lake)
+    with running(settings.gcp_project, tmp_path / "bqemulator.log") as endpoint:
+        client = bigquery.Client(project=settings.gcp_project, credentials=AnonymousCredentials(),
+                                 client_options=ClientOptions(api_endpoint=endpoint))
+        relations = [(spec.layer, spec.name) for spec in (*map(tables.TABLES.get, tables.SILVER_EVENTS),
+                                                          tables.DEMAND_WINDOWS)]
+        relations += [("gold", v) for v in (data.DEMAND_VS_FORECAST, data.FORECAST_ACCURACY, data.PIPELINE_HEALTH,
+                                            data.INVENTORY_RISK)]
+        with warehouse.connect(lake) as con:
+            for layer, name in relations:
+                arrow = con.sql(f"select * from {local.table(layer, name)}").to_arrow_table()
+                arrow = arrow.cast(pa.schema([f.with_type(pa.float64()) if pa.types.is_decimal(f.type) else f
+                                              for f in arrow.schema]))  # DuckDB's sums of integers: HUGEINT
+                schema = [bigquery.SchemaField(f.name, "TIMESTAMP" if pa.types.is_timestamp(f.type) else types[f.type])
+                          for f in arrow.schema]
+                client.create_dataset(settings.dataset(layer), exists_ok=True)
+                table = client.create_table(bigquery.Table(f"{settings.gcp_project}.{settings.dataset(layer)}.{name}",
+                                                           schema=schema))
+                rows = "".join(json.dumps(r) + "\n" for r in bigquery_rows((f"{layer}.{name}", arrow)))
+                if rows:
+                    config = bigquery.LoadJobConfig(source_format=bigquery.SourceFormat.NEWLINE_DELIMITED_JSON,
+                                                    schema=schema)
+                    client.load_table_from_file(io.BytesIO(rows.encode()), table, job_config=config).result()
+        remote = data.BigQuerySource(settings, client=client)
+
+        def same(name: str, *args, key: list[str]) -> pd.DataFrame:
+            a, b = (getattr(data, name)(s, *args) for s in (local, remote))
+            assert a is not None and b is not None, name
+            a, b = (f.sort_values(key).reset_index(drop=True) for f in (a, b))
+            assert list(a.columns) == list(b.columns) and len(a) == len(b), name
+            for col in a.columns:
+                if pd.api.types.is_numeric_dtype(a[col]) and not pd.api.types.is_bool_dtype(a[col]):
+                    assert a[col].astype(float).fillna(-1).round(6).tolist() == \
+                        b[col].astype(float).fillna(-1).round(6).tolist(), (name, col)
+            return b
+
+        series = same("series", key=["store_id", "product_id"])
+        first = series.iloc[0]
+        same("demand_vs_forecast", first["store_id"], first["product_id"], key=["demand_date"])
+        same("events_per_minute", key=["minute"])
+        same("freshness", key=["last_event_at"])
+        same("health", key=["activity_date", "outcome", "entity", "reason"])
+        same("accuracy", key=["store_id", "product_id", "model"])
+        same("inventory_risk", key=["store_id", "product_id"])
+        assert data.pipeline_runs(remote) is None  # run records are local files
+        assert data.health(data.BigQuerySource(settings.model_copy(update={"gold_dataset": "nope"}),
+                                               client=client)) is None
