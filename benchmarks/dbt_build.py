@@ -95,8 +95,10 @@ def main() -> None:
     for name in transform.GOLD_MODELS:
         table.add_row(f"rows {name}", f"{counts_full.get(name, 0):,}", f"{counts_next.get(name, 0):,}")
     console.print(table)
-    slowest = sorted(full.nodes, key=lambda n: -n.seconds)[:6]
-    console.print("slowest nodes of the full build: " + ", ".join(f"{n.name} {n.seconds:.1f} s" for n in slowest))
+    for label, result in (("full build", full), ("rebuild", incremental)):
+        slowest = sorted(result.nodes, key=lambda n: -n.seconds)[:6]
+        console.print(f"slowest nodes of the {label} (sum of node times {sum(n.seconds for n in result.nodes):.1f} s): "
+                      + ", ".join(f"{n.name} {n.seconds:.1f} s" for n in slowest))
 
 
 if __name__ == "__main__":

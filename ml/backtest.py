@@ -20,8 +20,8 @@ measured out of sample). With fewer than two folds the model's own intervals are
 
 Bad series never raise: a series that is too short, all zeros or constant gets the seasonal naive forecast
 without a backtest; negative values are set to zero; slow movers (average demand interval above 1.32,
-Syntetos-Boylan) skip Prophet; a model that fails is dropped for that series. The reasons go to `notes`
-(and `ml.backtest_metrics.note`).
+Syntetos-Boylan, counted over the days the store traded) skip Prophet; a model that fails is dropped for
+that series. The reasons go to `notes` (and `ml.backtest_metrics.note`).
 """
 
 from __future__ import annotations
@@ -86,7 +86,9 @@ def diagnose(series: Series, wanted: tuple[str, ...]) -> tuple[Series, list[str]
     if np.all(observed == observed[0]):
         return series, [models.BASELINE], [*notes, f"constant ({observed[0]:g})"], False
     candidates = [m for m in models.MODELS if m in wanted]
-    adi = observed.size / max(int((observed > 0).sum()), 1)
+    # average demand interval over the days the store traded (a closed day is no evidence of slow demand)
+    trading = ~np.isnan(y) & (series.store_open if series.store_open is not None else True)
+    adi = max(int(trading.sum()), 1) / max(int((y[trading] > 0).sum()), 1)
     if adi > ADI_INTERMITTENT and "prophet" in candidates:
         candidates.remove("prophet")
         notes.append(f"slow mover (ADI {adi:.1f}): Prophet skipped")

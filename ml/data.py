@@ -49,6 +49,9 @@ class Series:
     #: planned price/promo for the horizon (None: price carried forward, promotion assumed off)
     future_price: np.ndarray | None = None
     future_promo: np.ndarray | None = None
+    #: periods the store sold anything at all (None: unknown); a day the whole store sold nothing is a
+    #: closed day, not an intermittent-demand zero
+    store_open: np.ndarray | None = None
     #: simulator truth when known: expected demand per period (for the oracle score)
     expected: np.ndarray | None = None
     issues: list[str] = field(default_factory=list)
@@ -74,6 +77,7 @@ class Series:
                       self.promo[:n], self.stockout[:n], self.country,
                       future_price=self.price[n:] if planned else None,
                       future_promo=self.promo[n:] if planned else None,
+                      store_open=None if self.store_open is None else self.store_open[:n],
                       expected=None if self.expected is None else self.expected[:n], issues=self.issues)
 
 
@@ -144,6 +148,7 @@ def to_series(frame: pd.DataFrame, freq: str = "D", countries: Mapping[str, str]
     first, last = calendar or (df["demand_date"].min(), df["demand_date"].max())
     calendar = pd.date_range(pd.Timestamp(first), pd.Timestamp(last), freq="D")
     countries = countries or {}
+    store_units = df.groupby(["store_id", "demand_date"])["y"].sum()
     out = []
     for (store, product), g in df.groupby(["store_id", "product_id"], sort=True):
         g = g.drop_duplicates("demand_date", keep="last").set_index("demand_date").reindex(calendar)
@@ -154,10 +159,14 @@ def to_series(frame: pd.DataFrame, freq: str = "D", countries: Mapping[str, str]
         if gaps:
             issues.append(f"{gaps} missing period(s)")
         price = g["price"].where(g["price"] > 0).ffill().bfill().to_numpy(float)
+        sold = store_units.loc[store].reindex(calendar).fillna(0.0)
+        if freq == "W":
+            sold = sold.groupby(sold.index.to_period("W-SUN").start_time).sum().reindex(g.index).fillna(0.0)
         out.append(Series(str(store), str(product), freq, g.index.to_numpy().astype("datetime64[D]"),
                           g["y"].to_numpy(float), price, g["promo"].fillna(0.0).to_numpy(float),
                           g["stockout"].fillna(False).to_numpy(bool),
-                          country=countries.get(str(store), default_country), issues=issues))
+                          country=countries.get(str(store), default_country), issues=issues,
+                          store_open=sold.to_numpy() > 0))
     return out
 
 

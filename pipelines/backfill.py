@@ -254,7 +254,13 @@ def run_shard(shard: Shard, dims: Dimensions, settings: Settings, runner: str, b
     """Build and run the pipeline over one shard's files; returns its counters by name."""
     if mp.parent_process() is not None:  # a shard process: the parent's CLI configured logging, not this one
         logging.getLogger("apache_beam").setLevel(logging.ERROR)
-    options = PipelineOptions(beam_args, runner=LOCAL_RUNNERS.get(runner, runner), save_main_session=False)
+    local = LOCAL_RUNNERS.get(runner, runner)
+    if isinstance(sink, dict) and runner == "DirectRunner":
+        # to BigQuery from this machine: the bundle-based runner loses the counter updates of steps after a
+        # ParDo with a side input (the sink's row counts), so the run would not reconcile; Beam's default
+        # local runner keeps them (and the rows go over the network anyway)
+        local = LOCAL_RUNNERS["FnApiRunner"]
+    options = PipelineOptions(beam_args, runner=local, save_main_session=False)
     with beam.Pipeline(options=options) as p:
         chunks = (
             p

@@ -505,7 +505,7 @@ def transform(
                 bar.update(task, total=p.total or None, description=f"dbt ({target}) {step}: {p.name}")
             elif p.kind == "done":
                 bar.update(task, total=p.total or None, completed=p.index)
-                if p.status not in ("success", "pass", "no-op", "skipped"):
+                if p.status in ("warn", "fail", "error"):
                     style = "yellow" if p.status in ("warn", "skipped") else "red"
                     console.print(f"[{style}]{p.status:>7}[/] {p.name}")
 
@@ -568,12 +568,14 @@ def demo(
         out.rule(f"{n}. Backfill {label} through the Beam pipeline")
         backfill(input=landing.events_glob(folder), dims=str(folder / landing.DIMS_DIR), runner="DirectRunner",
                  beam_arg=None, workers=0, verbose=False)
+    step = len(sources) + 3
     if stream_seconds > 0:
-        out.rule(f"{len(sources) + 3}. Stream live events for {stream_seconds:.0f} s, then reconcile")
+        out.rule(f"{step}. Stream live events for {stream_seconds:.0f} s, then reconcile")
         demo_stream(sim_dir, stores, products, stream_seconds, stream_rate)
+        step += 1
     out.rule("The lakehouse")
     summary()
-    out.rule(f"{len(sources) + 3 + (stream_seconds > 0)}. Transform with dbt: staging, gold marts, tests")
+    out.rule(f"{step}. Transform with dbt: staging, gold marts, tests")
     transform(target="local", select=None, exclude=None, full_refresh=False)
     out.print(f"\nQuery it: [bold]lakehouse sql \"select * from silver.order_events limit 5\"[/] "
               f"(DuckDB file {get_settings().warehouse_path})")

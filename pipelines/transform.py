@@ -6,9 +6,11 @@ dbt reads that are derived from the contract (the sources yml and the public-hol
     lakehouse transform --target gcp         # the same project on BigQuery (LAKEHOUSE_GCP_PROJECT, ...)
     lakehouse schemas                        # also rewrites dbt/models/staging/_sources.yml
 
-dbt runs as a subprocess (`dbt build --log-format json`), whose event stream feeds the progress bar: the
-DuckDB file is opened and released by that process alone, and one run's dbt state never leaks into the
-next. While it runs, dbt holds the warehouse file's write lock; readers (`warehouse.connect`) wait for it.
+dbt runs in a child process (`python -m pipelines.transform`, dbt's programmatic runner: the project is
+parsed once, then the source tests and the build run on that manifest) whose JSON log events feed the
+progress bar: the DuckDB file is opened and released by that process alone, and one run's dbt state never
+leaks into the next. While it runs, dbt holds the warehouse file's write lock; readers
+(`warehouse.connect`) wait up to 10 s for it, then fail.
 """
 
 from __future__ import annotations

@@ -173,3 +173,20 @@ def test_backtest_knows_the_plan_only_when_the_run_has_one():
     assert s.head(21).future_promo is None  # no plan: carried forward, as in the final forecast
     s.future_promo, s.future_price = np.zeros(7), np.ones(7)
     assert s.head(21).future_promo.tolist() == [1.0] * 7
+
+
+def test_closed_days_are_not_slow_demand():
+    y = np.tile([3.0, 4, 5, 2, 6, 0, 0], 10)  # sells every day the store is open; closed at weekends
+    s = hand_series(y)
+    assert any("slow mover" in n for n in diagnose(s, ("prophet", "tsb"))[2])
+    s.store_open = y > 0
+    _, candidates, notes, _ = diagnose(s, ("prophet", "tsb"))
+    assert "prophet" in candidates and not any("slow mover" in n for n in notes)
+
+
+def test_to_series_marks_the_days_a_store_traded():
+    frame = pd.DataFrame({"demand_date": pd.to_datetime(["2024-01-01", "2024-01-02"] * 2).date,
+                          "store_id": "S1", "product_id": ["P1", "P1", "P2", "P2"],
+                          "units_ordered": [0.0, 0.0, 2.0, 0.0]})
+    p1, p2 = data.to_series(frame, "D")
+    assert p1.store_open.tolist() == p2.store_open.tolist() == [True, False]
