@@ -24,7 +24,7 @@ test: install lint
 	$(BIN)/python -m pytest -n 2 --durations=10
 
 lint: install tf-check
-	$(BIN)/ruff check pipelines ml tests benchmarks
+	$(BIN)/ruff check pipelines ml dashboards tests benchmarks
 	$(BIN)/sqlfluff lint dbt/models dbt/tests dbt/macros --config dbt/.sqlfluff --disable-progress-bar
 
 # Terraform checked offline (providers cannot be downloaded here): formatting, and checkov's policies in

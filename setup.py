@@ -44,7 +44,7 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.11,<3.13",
-    packages=find_packages(include=["pipelines", "pipelines.*", "ml", "ml.*"]),
+    packages=find_packages(include=["pipelines", "pipelines.*", "ml", "ml.*", "dashboards", "dashboards.*"]),
     include_package_data=True,
     install_requires=[
         "pydantic>=2.6",

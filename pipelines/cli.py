@@ -13,6 +13,7 @@
     lakehouse schemas --out schemas/bigquery
     lakehouse deploy --dry-run   # the Google Cloud launch steps after `terraform apply` (README)
     lakehouse transform          # dbt build: staging, marts in gold, tests (--target gcp for BigQuery)
+    lakehouse dashboard          # the dashboard in the browser: http://localhost:8501
     lakehouse demo               # all of the above on a small dataset
 
 Settings come from the environment (see pipelines.config), e.g. LAKEHOUSE_HOME=/data/lake.
@@ -522,6 +523,26 @@ def transform(
 
 
 @app.command()
+def dashboard(
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to serve on.")] = 8501,
+    address: Annotated[str, typer.Option(help="Address to bind (0.0.0.0 to reach it from other machines).")
+                       ] = "localhost",
+) -> None:
+    """Serve the dashboard (Streamlit): demand vs forecast, accuracy, pipeline health, inventory risk."""
+    import importlib.util
+    import sys
+
+    app_path = importlib.util.find_spec("dashboards.app").origin
+    settings = get_settings()
+    where = f"BigQuery {settings.gcp_project}" if settings.environment == "gcp" else str(settings.warehouse_path)
+    out.print(f"Dashboard on [bold]http://{address}:{port}[/] reading {where} (Ctrl-C stops it)")
+    cmd = [sys.executable, "-m", "streamlit", "run", app_path, "--server.port", str(port), "--server.address", address,
+           "--server.headless", "true", "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"]
+    sys.stdout.flush()
+    os.execv(sys.executable, cmd)  # the server replaces this process: Ctrl-C and SIGTERM reach it directly
+
+
+@app.command()
 def demo(
     data_dir: Annotated[Path, typer.Option("--data", help="Where the demo's landing data goes.")] = Path("data"),
     days: Annotated[int, typer.Option(help="Days of simulated history.")] = 120,
@@ -576,6 +597,8 @@ def demo(
     print_demo_summary(run)
     out.print(f"\nQuery it: [bold]lakehouse sql \"select * from gold.fact_demand_forecast limit 5\"[/] "
               f"(DuckDB file {get_settings().warehouse_path})")
+    out.print("See it: [bold]lakehouse dashboard[/] serves demand vs forecast, accuracy, pipeline health and inventory "
+              "risk on [bold]http://localhost:8501[/]")
 
 
 def print_demo_summary(run) -> None:

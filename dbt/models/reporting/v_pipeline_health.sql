@@ -1,0 +1,92 @@
+-- Pipeline health per day x outcome x entity x stage x reason: events that landed in silver (one row per
+-- event_id) and records that went to the dead letters, by event date (dead letters whose event time could not
+-- be read: the date of the run that rejected them). dead_letters / records over any filter is the dead-letter
+-- rate; last_event_at and minutes_since_last_event (whole view, computed at query time) are the freshness.
+with
+
+orders as (
+
+    select * from {{ ref('stg_silver__order_events') }}
+
+),
+
+inventory as (
+
+    select * from {{ ref('stg_silver__inventory_events') }}
+
+),
+
+dead_letters as (
+
+    select * from {{ ref('stg_bronze__dead_letters') }}
+
+),
+
+outcomes as (
+
+    select
+        order_date as activity_date,
+        'landed' as outcome,
+        'order' as entity,
+        cast(null as string) as stage,  -- noqa: RF04
+        cast(null as string) as reason,
+        count(*) as records,
+        0 as dead_letters,
+        max(ordered_at) as last_record_at
+
+    from orders
+    group by 1
+
+    union all
+
+    select
+        inventory_date as activity_date,
+        'landed' as outcome,
+        'inventory' as entity,
+        cast(null as string) as stage,  -- noqa: RF04
+        cast(null as string) as reason,
+        count(*) as records,
+        0 as dead_letters,
+        max(recorded_at) as last_record_at
+
+    from inventory
+    group by 1
+
+    union all
+
+    select
+        coalesce(event_date, cast(failed_at as date)) as activity_date,
+        'dead_letter' as outcome,
+        cast(null as string) as entity,
+        stage,
+        reason,
+        count(*) as records,
+        count(*) as dead_letters,
+        max(failed_at) as last_record_at
+
+    from dead_letters
+    group by 1, 4, 5
+
+),
+
+final as (
+
+    select
+        activity_date,
+        outcome,
+        entity,
+        stage,
+        reason,
+        records,
+        dead_letters,
+        last_record_at,
+        max(case when outcome = 'landed' then last_record_at end) over () as last_event_at
+
+    from outcomes
+
+)
+
+select
+    *,
+    {{ dbt.datediff('last_event_at', 'current_timestamp', 'minute') }} as minutes_since_last_event
+from final
