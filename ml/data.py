@@ -14,6 +14,7 @@ Weekly series (`freq="W"`) sum units over weeks starting Monday, labelled by tha
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -81,24 +82,26 @@ class Series:
                       expected=None if self.expected is None else self.expected[:n], issues=self.issues)
 
 
-def demand_query(table: str, columns=DEMAND_COLUMNS) -> str:
-    return f"SELECT {', '.join(columns)} FROM {table} ORDER BY store_id, product_id, demand_date"
+def demand_query(table: str, columns=DEMAND_COLUMNS, before: dt.date | None = None) -> str:
+    where = f" WHERE demand_date < DATE '{before.isoformat()}'" if before else ""
+    return f"SELECT {', '.join(columns)} FROM {table}{where} ORDER BY store_id, product_id, demand_date"
 
 
-def read_demand(settings: Settings) -> pd.DataFrame:
-    """The daily demand mart as a DataFrame (columns DEMAND_COLUMNS)."""
+def read_demand(settings: Settings, before: dt.date | None = None) -> pd.DataFrame:
+    """The daily demand mart as a DataFrame (columns DEMAND_COLUMNS), days before `before` only (the job passes
+    today: a day still streaming in is not a complete period)."""
     if settings.environment == "gcp":
         from google.cloud import bigquery
 
         client = bigquery.Client(project=settings.gcp_project)
-        return client.query(demand_query(demand_table_sql(settings))).to_dataframe()
+        return client.query(demand_query(demand_table_sql(settings), before=before)).to_dataframe()
     import duckdb
 
     from pipelines import warehouse
 
     with warehouse.connect(settings) as con:
         try:
-            return con.execute(demand_query(demand_table_sql(settings))).df()
+            return con.execute(demand_query(demand_table_sql(settings), before=before)).df()
         except duckdb.CatalogException as e:
             raise ValueError(f"{DEMAND_LAYER}.{DEMAND_TABLE} is not in {settings.warehouse_path}: build it with "
                              f"dbt first (lakehouse transform)") from e
@@ -151,7 +154,10 @@ def to_series(frame: pd.DataFrame, freq: str = "D", countries: Mapping[str, str]
     store_units = df.groupby(["store_id", "demand_date"])["y"].sum()
     out = []
     for (store, product), g in df.groupby(["store_id", "product_id"], sort=True):
-        g = g.drop_duplicates("demand_date", keep="last").set_index("demand_date").reindex(calendar)
+        # from the series' own first day: periods before it are not gaps (two datasets years apart in one
+        # warehouse must not give each other's series years of missing values); all end on the last day
+        own = calendar[calendar >= g["demand_date"].min()]
+        g = g.drop_duplicates("demand_date", keep="last").set_index("demand_date").reindex(own)
         if freq == "W":
             g = _weekly(g)
         issues = []
@@ -159,7 +165,7 @@ def to_series(frame: pd.DataFrame, freq: str = "D", countries: Mapping[str, str]
         if gaps:
             issues.append(f"{gaps} missing period(s)")
         price = g["price"].where(g["price"] > 0).ffill().bfill().to_numpy(float)
-        sold = store_units.loc[store].reindex(calendar).fillna(0.0)
+        sold = store_units.loc[store].reindex(own).fillna(0.0)
         if freq == "W":
             sold = sold.groupby(sold.index.to_period("W-SUN").start_time).sum().reindex(g.index).fillna(0.0)
         out.append(Series(str(store), str(product), freq, g.index.to_numpy().astype("datetime64[D]"),

@@ -349,7 +349,8 @@ def run(
         source = ("bigquery", calendar)
     else:
         if series is None:
-            series = data.to_series(data.read_demand(settings), freq, data.read_countries(settings))
+            series = data.to_series(data.read_demand(settings, before=created_at.date()), freq,
+                                    data.read_countries(settings))
         if stores:
             series = [s for s in series if s.store_id in stores]
         if truth_dir is not None:
