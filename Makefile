@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-dev
 
-.PHONY: install demo test lint tf-check deploy bench bench-stream schemas clean pubsub-up pubsub-down stream
+.PHONY: install demo test lint tf-check deploy bench bench-stream schemas clean pubsub-up pubsub-down stream airflow
 
 install: $(STAMP)
 
@@ -24,7 +24,7 @@ test: install lint
 	$(BIN)/python -m pytest -n 2 --durations=10
 
 lint: install tf-check
-	$(BIN)/ruff check pipelines ml tests benchmarks
+	$(BIN)/ruff check pipelines ml tests benchmarks composer_dags
 
 # Terraform checked offline (providers cannot be downloaded here): formatting, and checkov's policies in
 # an environment of its own (pulled into the project's venv it downgrades other packages).
@@ -54,6 +54,10 @@ pubsub-down: install
 
 stream: install
 	$(BIN)/lakehouse stream
+
+# Airflow 3 standalone on localhost:8080 with composer_dags/ (database under $LAKEHOUSE_HOME/airflow); Ctrl-C stops it.
+airflow: install
+	$(BIN)/lakehouse airflow
 
 # Regenerate the BigQuery schemas derived from the contract (a test checks they are current).
 schemas: install
