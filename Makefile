@@ -4,7 +4,8 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-dev
 
-.PHONY: install demo test lint tf-check deploy bench bench-stream schemas clean pubsub-up pubsub-down stream airflow
+.PHONY: install demo test lint tf-check deploy bench bench-dbt bench-stream schemas clean pubsub-up pubsub-down stream \
+	airflow
 
 install: $(STAMP)
 
@@ -25,6 +26,7 @@ test: install lint
 
 lint: install tf-check
 	$(BIN)/ruff check pipelines ml tests benchmarks composer_dags
+	$(BIN)/sqlfluff lint dbt/models dbt/tests dbt/macros --config dbt/.sqlfluff --disable-progress-bar
 
 # Terraform checked offline (providers cannot be downloaded here): formatting, and checkov's policies in
 # an environment of its own (pulled into the project's venv it downgrades other packages).
@@ -59,7 +61,12 @@ stream: install
 airflow: install
 	$(BIN)/lakehouse airflow
 
-# Regenerate the BigQuery schemas derived from the contract (a test checks they are current).
+# Full and incremental dbt build on a year of simulated events (20 stores x 200 products).
+bench-dbt: install
+	$(BIN)/python benchmarks/dbt_build.py
+
+# Regenerate the BigQuery schemas, the dbt sources and the holiday seed derived from the contract
+# (tests check they are current).
 schemas: install
 	$(BIN)/lakehouse schemas --out schemas/bigquery
 

@@ -9,8 +9,10 @@
     lakehouse reconcile          # archive vs lakehouse: nothing lost, nothing doubled
     lakehouse summary            # what the lakehouse holds, dead letters by reason
     lakehouse sql "select count(*) from silver.order_events"
+    lakehouse forecast --horizon 28 --freq D --folds 3   # per-series forecasts into ml.* (needs dbt's gold)
     lakehouse schemas --out schemas/bigquery
     lakehouse deploy --dry-run   # the Google Cloud launch steps after `terraform apply` (README)
+    lakehouse transform          # dbt build: staging, marts in gold, tests (--target gcp for BigQuery)
     lakehouse demo               # all of the above on a small dataset
 
 Settings come from the environment (see pipelines.config), e.g. LAKEHOUSE_HOME=/data/lake.
@@ -352,6 +354,36 @@ def backfill(
 
 
 @app.command()
+def forecast(
+    horizon: Annotated[int, typer.Option(min=1, help="Periods to forecast after the last one with data.")] = 28,
+    freq: Annotated[str, typer.Option(help="D (daily) or W (weekly, weeks starting Monday).")] = "D",
+    models: Annotated[str, typer.Option(help="Comma-separated: prophet, snaive, tsb, croston, adida, ets.")] = (
+        "prophet,snaive,tsb"),
+    folds: Annotated[int, typer.Option(min=0, help="Rolling-origin backtest folds (0: no backtest).")] = 3,
+    truth: Annotated[Path | None, typer.Option(help="Simulator truth folder (DIR/truth): also score the "
+                                                     "backtest against the expected demand.")] = None,
+    run_id: Annotated[str | None, typer.Option(help="Run id; re-running one replaces its rows.")] = None,
+    runner: Annotated[str, typer.Option(help="DirectRunner (local cores) or DataflowRunner.")] = "DirectRunner",
+    beam_arg: Annotated[list[str] | None, typer.Option(help="Extra Beam pipeline option, repeatable.")] = None,
+    workers: Annotated[int, typer.Option(min=0, help="Local worker processes; 0: one per core.")] = 0,
+    plot: Annotated[int, typer.Option(min=0, help="Series to plot as PNG (0: no plot).")] = 4,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Forecast every store x product series of gold.fact_daily_demand, backtested against baselines."""
+    from ml.cli import forecast as run_forecast  # lazy: the pipelines package never imports ml at import time
+
+    _quiet_logs(verbose)
+    if freq not in ("D", "W"):
+        raise typer.BadParameter("--freq must be D or W")
+    try:
+        run_forecast(get_settings(), horizon=horizon, freq=freq, model_names=models, folds=folds, truth=truth,
+                     run_id=run_id, runner=runner, workers=workers, beam_args=beam_arg or [], plot=plot)
+    except ValueError as e:
+        console.print(f"[red]error:[/] {e}")
+        raise typer.Exit(2) from e
+
+
+@app.command()
 def summary() -> None:
     """Row counts of the lakehouse tables and dead letters by reason."""
     from pipelines import warehouse
@@ -399,10 +431,12 @@ def schemas(
     out_dir: Annotated[Path, typer.Option("--out", help="Folder for the BigQuery schema JSON files.")] = Path(
         "schemas/bigquery"),
 ) -> None:
-    """Write the BigQuery table schemas derived from the event contract (for Terraform and dbt)."""
+    """Write the BigQuery table schemas derived from the event contract (for Terraform and dbt), the dbt
+    sources and the dbt seed of public holidays."""
     from pipelines.tables import write_bigquery_schemas
+    from pipelines.transform import write_dbt_sources, write_holiday_seed
 
-    for path in write_bigquery_schemas(out_dir):
+    for path in [*write_bigquery_schemas(out_dir), write_dbt_sources(), write_holiday_seed()]:
         out.print(f"wrote {path}")
 
 
@@ -451,6 +485,39 @@ def deploy(
 
 
 @app.command()
+def transform(
+    target: Annotated[str, typer.Option(help="local (DuckDB warehouse) or gcp (BigQuery).")] = "local",
+    select: Annotated[list[str] | None, typer.Option("--select", "-s", help="dbt selector, repeatable.")] = None,
+    exclude: Annotated[list[str] | None, typer.Option(help="dbt selector to leave out, repeatable.")] = None,
+    full_refresh: Annotated[bool, typer.Option(help="Rebuild incremental models from scratch.")] = False,
+) -> None:
+    """Run dbt build (seeds, models, tests) and print the gold tables' row counts."""
+    from pipelines import transform as job
+
+    if target not in job.TARGETS:
+        raise typer.BadParameter(f"--target must be one of {', '.join(job.TARGETS)}")
+    settings = get_settings()
+    with _bar(f"dbt build ({target})", total=None) as (bar, task):
+        def show(p: job.Progress) -> None:
+            if p.kind == "start":
+                step = "testing sources" if p.phase == "sources" else "building"
+                bar.update(task, total=p.total or None, description=f"dbt ({target}) {step}: {p.name}")
+            elif p.kind == "done":
+                bar.update(task, total=p.total or None, completed=p.index)
+                if p.status in ("warn", "fail", "error"):
+                    style = "yellow" if p.status in ("warn", "skipped") else "red"
+                    console.print(f"[{style}]{p.status:>7}[/] {p.name}")
+
+        result = job.build(settings, target=target, select=select, exclude=exclude, full_refresh=full_refresh,
+                           on_progress=show)
+    print_build(result)
+    if target == "local" and result.nodes:
+        print_gold_counts(job.gold_row_counts(settings), settings.dataset("gold"))
+    if not result.ok:
+        raise typer.Exit(1)
+
+
+@app.command()
 def demo(
     data_dir: Annotated[Path, typer.Option("--data", help="Where the demo's landing data goes.")] = Path("data"),
     days: Annotated[int, typer.Option(help="Days of simulated history.")] = 120,
@@ -480,11 +547,15 @@ def demo(
         out.rule(f"{n}. Backfill {label} through the Beam pipeline")
         backfill(input=landing.events_glob(folder), dims=str(folder / landing.DIMS_DIR), runner="DirectRunner",
                  beam_arg=None, workers=0, verbose=False)
+    step = len(sources) + 3
     if stream_seconds > 0:
-        out.rule(f"{len(sources) + 3}. Stream live events for {stream_seconds:.0f} s, then reconcile")
+        out.rule(f"{step}. Stream live events for {stream_seconds:.0f} s, then reconcile")
         demo_stream(sim_dir, stores, products, stream_seconds, stream_rate)
+        step += 1
     out.rule("The lakehouse")
     summary()
+    out.rule(f"{step}. Transform with dbt: staging, gold marts, tests")
+    transform(target="local", select=None, exclude=None, full_refresh=False)
     out.print(f"\nQuery it: [bold]lakehouse sql \"select * from silver.order_events limit 5\"[/] "
               f"(DuckDB file {get_settings().warehouse_path})")
 
@@ -575,6 +646,35 @@ def print_backfill(result) -> None:
               f"{result.duplicates:,} duplicates removed: {verdict}")
     if not result.reconciles:
         raise typer.Exit(1)
+
+
+def print_build(result) -> None:
+    """dbt's verdict: nodes by status, then every test that warned or failed with its message."""
+    counts = ", ".join(f"{n} {status}" for status, n in sorted(result.by_status().items()))
+    colour = "green" if result.ok else "red"
+    out.print(f"[{colour}]dbt build ({result.target}) {'passed' if result.ok else 'FAILED'}[/] in "
+              f"{result.seconds:.1f} s: {counts or 'no nodes ran'}")
+    problems = result.problems()
+    if problems:
+        table = Table(title="Needs attention")
+        for col in ("status", "node", "message"):
+            table.add_column(col)
+        for node in problems:
+            style = "yellow" if node.status in ("warn", "skipped") else "red"
+            table.add_row(f"[{style}]{node.status}[/]", node.name, node.message.strip()[:300])
+        out.print(table)
+    if not problems:  # an error outside any node (a parse error, a connection failure)
+        for error in result.errors:
+            console.print(f"[red]{error}[/]")
+
+
+def print_gold_counts(counts: dict[str, int], schema: str) -> None:
+    table = Table(title=f"Gold tables ({schema})")
+    table.add_column("table")
+    table.add_column("rows", justify="right")
+    for name, rows in counts.items():
+        table.add_row(name, f"{rows:,}")
+    out.print(table)
 
 
 def _print_manifest(manifest: dict, folder: Path) -> None:

@@ -37,6 +37,7 @@ class Settings(BaseSettings):
     silver_dataset: str = "silver"
     gold_dataset: str = "gold"
     ml_dataset: str = "ml"
+    staging_dataset: str = Field(default="staging", description="dbt's staging and intermediate views.")
 
     # Pub/Sub: the emulator locally (LAKEHOUSE_PUBSUB_EMULATOR_HOST), the real service with environment=gcp
     pubsub_project: str = Field(default="local-dev", pattern=r"^[a-z][-a-z0-9:.]{4,61}[a-z0-9]$",
@@ -126,6 +127,7 @@ class Settings(BaseSettings):
             "silver": self.silver_dataset,
             "gold": self.gold_dataset,
             "ml": self.ml_dataset,
+            "staging": self.staging_dataset,
         }[layer]
 
     def bigquery_table(self, layer: str, name: str) -> str:

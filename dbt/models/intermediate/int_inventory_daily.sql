@@ -1,0 +1,52 @@
+-- Inventory events summed to one row per day x store x product (days with inventory events only):
+-- the day's last snapshot is its end-of-day on-hand; a day that ends with nothing on hand is a stock-out.
+-- Incremental like the facts: rebuilds the days from its newest date minus var('lookback_days').
+{{
+    config(
+        materialized='incremental',
+        unique_key=['inventory_date', 'store_id', 'product_id'],
+        incremental_strategy=('merge' if target.type == 'bigquery' else 'delete+insert'),
+        partition_by=({'field': 'inventory_date', 'data_type': 'date', 'granularity': 'day'}
+                      if target.type == 'bigquery' else none),
+        cluster_by=['store_id', 'product_id']
+    )
+}}
+
+{%- set cutoff = incremental_cutoff('inventory_date') %}
+
+with
+
+inventory as (
+
+    select * from {{ ref('stg_silver__inventory_events') }}
+    where {{ since_cutoff('inventory_date', cutoff) }}
+
+),
+
+daily as (
+
+    select
+        inventory_date,
+        store_id,
+        product_id,
+        {{ last_by('on_hand', 'case when on_hand is null then null else recorded_at end') }} as on_hand_end,
+        sum(case when adjustment_units > 0 then adjustment_units else 0 end) as units_received,
+        sum(case when adjustment_units < 0 then -adjustment_units else 0 end) as units_written_off,
+        count(on_hand) as snapshots
+
+    from inventory
+    group by 1, 2, 3
+
+),
+
+final as (
+
+    select
+        *,
+        coalesce(on_hand_end = 0, false) as stockout
+
+    from daily
+
+)
+
+select * from final

@@ -1,0 +1,43 @@
+-- Order lines summed to one row per day x store x product (days with order events only). Incremental
+-- like the facts: rebuilds the days from its newest date minus var('lookback_days').
+{{
+    config(
+        materialized='incremental',
+        unique_key=['demand_date', 'store_id', 'product_id'],
+        incremental_strategy=('merge' if target.type == 'bigquery' else 'delete+insert'),
+        partition_by=({'field': 'demand_date', 'data_type': 'date', 'granularity': 'day'}
+                      if target.type == 'bigquery' else none),
+        cluster_by=['store_id', 'product_id']
+    )
+}}
+
+{%- set cutoff = incremental_cutoff('demand_date') %}
+
+with
+
+order_lines as (
+
+    select * from {{ ref('stg_silver__order_events') }}
+    where {{ since_cutoff('order_date', cutoff) }}
+
+),
+
+daily as (
+
+    select
+        order_date as demand_date,
+        store_id,
+        product_id,
+        sum(case when quantity > 0 then quantity else 0 end) as units_ordered,
+        sum(case when quantity < 0 then -quantity else 0 end) as units_returned,
+        sum(quantity * unit_price * (1 - discount_pct)) as net_revenue,
+        sum(case when quantity > 0 then quantity * unit_price * (1 - discount_pct) else 0 end) as gross_revenue,
+        {{ dbt.bool_or("quantity > 0 and on_promo") }} as on_promo,
+        count(*) as order_lines
+
+    from order_lines
+    group by 1, 2, 3
+
+)
+
+select * from daily

@@ -1,0 +1,38 @@
+-- Rows without their keys cannot be deduplicated or counted; they stay out (the source's not_null tests
+-- name them, as errors).
+with
+
+source as (
+
+    {{ dedupe(
+        source('silver', 'order_events'), 'event_id', 'event_ts, source_uri, source_line',
+        where=keys_present(['event_id', 'event_ts', 'event_date', 'store_id', 'product_id'])
+    ) }}
+
+),
+
+renamed as (
+
+    select
+        event_id,
+        event_type,
+        event_ts as ordered_at,
+        event_date as order_date,
+        store_id,
+        product_id,
+        order_id,
+        customer_id,
+        channel,
+        quantity,
+        unit_price,
+        discount_pct,
+        on_promo,
+        currency,
+        source_uri,
+        source_line
+
+    from source
+
+)
+
+select * from renamed

@@ -1,0 +1,11 @@
+{# The combination of `columns` is unique (the grain of a model). #}
+{% test unique_combination(model, columns) %}
+
+select
+    {{ columns | join(', ') }},
+    count(*) as copies
+from {{ model }}
+group by {{ columns | join(', ') }}
+having count(*) > 1
+
+{% endtest %}

@@ -1,0 +1,191 @@
+"""The dbt project on DuckDB, end to end: simulated events (with duplicates, late and bad lines) go through
+the Beam backfill into a temporary lakehouse, then `dbt build` (seeds, models, data tests, unit tests).
+
+The gold tables are checked against the simulator's truth (units sold and returned per day x store x
+product, stock-outs, promotions), which the events never carry directly; the incremental rebuild after
+more days arrive must give the same answer; and a silver table with broken keys, a redelivered event and
+an event later than the lookback still builds every model while the tests flag each problem at its
+severity. A test also keeps the generated sources yml and holiday seed in step with the contract.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pipelines import backfill, tables, transform, warehouse
+from pipelines.config import Settings
+from pipelines.simulate import simulate
+from pipelines.sinks import LakeTable
+
+NOW = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
+START, DAYS, FIRST_PART = dt.date(2024, 3, 20), 16, 12  # Good Friday (29 Mar) and Easter Monday inside
+GOLD = "gold"
+
+
+def _backfill(landing: Path, files: list[Path], settings: Settings) -> None:
+    events = landing / "events"
+    events.mkdir(parents=True)
+    for f in files:
+        shutil.copy(f, events / f.name)
+    result = backfill.run(str(events / "*.jsonl"), str(landing.parent / "sim" / "dims"), settings, now=NOW,
+                          workers=1)
+    assert result.reconciles
+
+
+def _query(settings: Settings, sql: str) -> list[tuple]:
+    with warehouse.connect(settings) as con:
+        return con.execute(sql).fetchall()
+
+
+def _statuses(result: transform.BuildResult) -> dict[str, str]:
+    return {n.name: n.status for n in result.nodes}
+
+
+@pytest.fixture(scope="module")
+def lake(tmp_path_factory):
+    """A lakehouse built in two steps: the first FIRST_PART days' files and a full build, then the rest
+    of the files (late events for the last days among them) and a second build, incremental for the facts."""
+    root = tmp_path_factory.mktemp("dbt")
+    sim = root / "sim"
+    simulate(sim, days=DAYS, stores=3, products=8, start=START, seed=5, bad_rate=0.02, dup_rate=0.05,
+             late_rate=0.05)
+    settings = Settings(home=root / "lake")
+    files = sorted((sim / "events").glob("*.jsonl"))
+    _backfill(root / "part1", files[:FIRST_PART], settings)
+    full = transform.build(settings)
+    first_rows = _query(settings, f"select count(*), max(demand_date) from {GOLD}.fact_daily_demand")[0]
+    _backfill(root / "part2", files[FIRST_PART:], settings)
+    incremental = transform.build(settings)
+    return {"root": root, "sim": sim, "settings": settings, "full": full, "incremental": incremental,
+            "first_rows": first_rows}
+
+
+@pytest.mark.slow
+def test_full_build_passes_with_unit_tests_and_builds_every_gold_table(lake):
+    full = lake["full"]
+    assert full.ok, [(n.name, n.status, n.message) for n in full.problems()] + full.errors
+    kinds = {}
+    for node in full.nodes:
+        kinds.setdefault(node.resource_type, set()).add(node.status)
+    assert kinds["model"] == {"success"} and kinds["unit_test"] == {"pass"} and kinds["seed"] == {"success"}
+    units = {n.name.split(".")[-1] for n in full.nodes if n.resource_type == "unit_test"}
+    assert {"keeps_the_first_copy_of_each_event", "zero_fills_every_series_from_its_first_day",
+            "stockout_is_the_last_snapshot_of_the_day_at_zero"} <= units
+    counts = transform.gold_row_counts(lake["settings"])
+    assert set(counts) == set(transform.GOLD_MODELS)
+    # before any forecast exists the forecast marts are empty but valid tables
+    assert counts["fact_demand_forecast"] == counts["mart_forecast_accuracy"] == 0
+    rows, last = lake["first_rows"]
+    assert rows == 3 * 8 * FIRST_PART and last == START + dt.timedelta(days=FIRST_PART - 1)
+
+
+@pytest.mark.slow
+def test_incremental_build_uses_the_lookback_and_matches_the_simulated_truth(lake):
+    settings, incremental = lake["settings"], lake["incremental"]
+    assert incremental.ok, [(n.name, n.status, n.message) for n in incremental.problems()]
+    compiled = (settings.lake_dir / "dbt" / "local" / "target" / "compiled" / "lakehouse" / "models" / "marts"
+                / "fact_daily_demand.sql").read_text()
+    cutoff = START + dt.timedelta(days=FIRST_PART - 1 - 3)
+    assert f"demand_date >= date '{cutoff}'" in compiled  # an incremental run, not a rebuild
+
+    truth = pq.read_table(lake["sim"] / "truth" / "daily_demand.parquet").to_pylist()
+    gold = _query(settings, f"""select demand_date, store_id, product_id, units_ordered, units_returned,
+                                       stockout, on_promo from {GOLD}.fact_daily_demand""")
+    by_key = {(d, s, p): rest for d, s, p, *rest in gold}
+    # zero-filled: one row per day x store x product, sold or not, nothing more
+    assert set(by_key) == {(t["date"], t["store_id"], t["product_id"]) for t in truth}
+    assert sum(1 for t in truth if t["units_sold"] == 0) > 0
+    for t in truth:
+        ordered, returned, stockout, on_promo = by_key[(t["date"], t["store_id"], t["product_id"])]
+        assert (ordered, returned) == (t["units_sold"], t["units_returned"]), t
+        if t["stockout"]:  # demand exceeded stock: the shelf was empty at the end of the day
+            assert stockout, t
+        assert on_promo == (t["on_promo"] and t["units_sold"] > 0), t
+    assert any(stockout for *_, stockout, _ in gold) and any(p for *_, p in gold)
+
+    silver_orders = _query(settings, "select count(distinct event_id) from silver.order_events")[0][0]
+    assert _query(settings, f"select count(*) from {GOLD}.fact_orders")[0][0] == silver_orders
+    holidays = _query(settings, f"select date_day, holiday_names from {GOLD}.dim_date where is_holiday")
+    assert (dt.date(2024, 3, 29), "GB: Good Friday") in holidays
+
+
+@pytest.mark.slow
+def test_bad_and_late_rows_build_every_model_and_the_tests_flag_them(lake, tmp_path):
+    settings = Settings(home=tmp_path / "lake")
+    shutil.copytree(lake["settings"].lake_dir, settings.lake_dir)
+    spec = tables.silver_events("order")
+    table = LakeTable(settings.lake_dir, spec)
+    nullable = pa.schema([f.with_nullable(True) for f in spec.schema])
+    day2, last_day = START + dt.timedelta(days=1), START + dt.timedelta(days=DAYS - 1)
+    old = table.read_partition(str(day2)).cast(nullable).to_pylist()
+    recent = table.read_partition(str(last_day)).cast(nullable)
+    template = {**old[0], "event_type": "order", "quantity": 7}
+    at = dt.datetime.combine(last_day, dt.time(12), tzinfo=dt.UTC)
+    late = {**template, "event_id": "late-1", "event_ts": dt.datetime.combine(day2, dt.time(12), tzinfo=dt.UTC)}
+    table.write_partition(str(day2), pa.Table.from_pylist([*old, late], nullable))  # older than the lookback
+    copy = {**old[1], "event_ts": old[1]["event_ts"] + (last_day - day2)}  # redelivered 14 days later
+    bad = [{**template, "event_id": "ghost-1", "event_ts": at, "product_id": "P-GHOST"},  # unknown product
+           {**template, "event_id": "nokey-1", "event_ts": at, "store_id": None},  # broken key
+           copy]
+    table.write_partition(str(last_day), pa.concat_tables([recent, pa.Table.from_pylist(bad, nullable)]))
+
+    result = transform.build(settings)
+    statuses = _statuses(result)
+    assert not result.ok  # error-severity tests failed ...
+    models = {n.name: n.status for n in result.nodes if n.resource_type == "model"}
+    assert set(models.values()) == {"success"}, models  # ... yet every model was built
+    failed = {name for name, status in statuses.items() if status == "fail"}
+    warned = {name for name, status in statuses.items() if status == "warn"}
+    # exactly the broken keys fail (at the source), and the redelivery and the late event warn
+    assert {n.split("__")[0] for n in failed} == {"source_not_null_silver_order_events_store_id",
+                                                  "source_relationships_silver_order_events_product_id"}, failed
+    assert any(n.startswith("source_unique_silver_order_events_event_id") for n in warned), warned
+    assert "assert_daily_demand_reconciles_with_silver" in warned  # the late event, beyond the lookback
+    assert "assert_daily_demand_grid_is_complete" not in warned | failed
+    assert failed | warned == {n.name for n in result.problems()}
+
+    # the unknown product joins to an unknown member; the keyless row and the second copy stay out
+    assert _query(settings, f"select is_known from {GOLD}.dim_product where product_id = 'P-GHOST'") == [(False,)]
+    assert _query(settings, f"select units_ordered from {GOLD}.fact_daily_demand where product_id = 'P-GHOST'") \
+        == [(7,)]
+    assert _query(settings, f"select event_id, order_date from {GOLD}.fact_orders where event_id in "
+                            f"('nokey-1', '{copy['event_id']}')") == [(copy["event_id"], day2)]
+    # a full refresh counts the late event
+    refreshed = transform.build(settings, select=["+fact_daily_demand", "+fact_orders", "dim_date"],
+                                full_refresh=True)
+    assert "assert_daily_demand_reconciles_with_silver" not in {n.name for n in refreshed.problems()}
+
+
+def test_dbt_sources_and_holiday_seed_in_the_repo_are_current(tmp_path):
+    sources = transform.write_dbt_sources(tmp_path / "_sources.yml")
+    assert sources.read_text() == transform.SOURCES_YML.read_text(), "run `make schemas`"
+    seed = transform.write_holiday_seed(tmp_path / "public_holidays.csv")
+    assert seed.read_text() == transform.HOLIDAYS_SEED.read_text(), "run `make schemas`"
+
+
+def test_sources_are_derived_from_the_contract():
+    generated = transform.dbt_sources()
+    silver = next(s for s in generated["sources"] if s["name"] == "silver")
+    orders = next(t for t in silver["tables"] if t["name"] == "order_events")
+    columns = {c["name"]: c for c in orders["columns"]}
+    assert list(columns) == tables.silver_events("order").schema.names
+    assert "not_null" in columns["event_id"]["data_tests"] and "data_tests" not in columns["customer_id"]
+    def accepted(column: str) -> set[str]:
+        return {v for t in columns[column]["data_tests"] if isinstance(t, dict) and "accepted_values" in t
+                for v in t["accepted_values"]["arguments"]["values"]}
+
+    assert accepted("event_type") == {"order", "return"} and accepted("channel") == {"store", "online"}
+    with pytest.raises(ValueError, match="not_a_column"):
+        transform.dbt_sources({"sources": [{"name": "silver", "tables": [
+            {"name": "order_events", "columns": [{"name": "not_a_column"}]}]}]})
+
+
+def test_transform_rejects_an_unknown_target(tmp_path):
+    with pytest.raises(ValueError, match="target"):
+        transform.build(Settings(home=tmp_path), target="snowflake")
