@@ -719,8 +719,7 @@ def airflow(
     if args == ["standalone"]:
         console.print(f"Airflow standalone: DAGs from [bold]{env['AIRFLOW__CORE__DAGS_FOLDER']}[/], home "
                       f"[bold]{env['AIRFLOW_HOME']}[/], UI on [bold]http://localhost:{port}[/] (Ctrl-C stops it)")
-    sys.stdout.flush()
-    os.execve(executable, [executable, *args], env)  # signals (Ctrl-C, SIGTERM) go to Airflow itself
+    raise typer.Exit(orchestration.run_airflow([executable, *args], env))
 
 
 if __name__ == "__main__":

@@ -476,6 +476,8 @@ def airflow_env(settings: Settings, port: int = 8080) -> dict[str, str]:
     home.mkdir(parents=True, exist_ok=True)
     return {
         **os.environ,
+        # standalone starts its parts as `airflow ...` from PATH: this environment's first
+        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
         "LAKEHOUSE_HOME": str(settings.lake_dir),  # the DAGs' processes resolve the same lakehouse
         "AIRFLOW_HOME": str(home),
         "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_FOLDER),
@@ -488,3 +490,39 @@ def airflow_env(settings: Settings, port: int = 8080) -> dict[str, str]:
         "AIRFLOW__USAGE_DATA_COLLECTION__ENABLED": "False",
         "AIRFLOW__COSMOS__ENABLE_TELEMETRY": "False",
     }
+
+
+def run_airflow(argv: Sequence[str], env: dict[str, str], grace_seconds: float = 30.0) -> int:
+    """Run an airflow command in its own process group until it ends; Ctrl-C or SIGTERM stop the whole group.
+
+    `airflow standalone` shuts its scheduler, DAG processor, triggerer and API server down on SIGINT, but a
+    SIGTERM leaves them running, so either signal becomes a SIGINT to the group, then SIGTERM and SIGKILL to
+    whatever is left after `grace_seconds`.
+    """
+    import signal
+    import subprocess
+    import time
+
+    process = subprocess.Popen(list(argv), env=env, start_new_session=True)
+
+    def stop_group(signum, frame) -> None:
+        for sig, wait in ((signal.SIGINT, grace_seconds), (signal.SIGTERM, 10.0), (signal.SIGKILL, 0.0)):
+            try:
+                os.killpg(process.pid, sig)
+            except ProcessLookupError:
+                return
+            deadline = time.monotonic() + wait
+            while time.monotonic() < deadline:
+                if process.poll() is not None:
+                    try:  # the leader is gone; its children may not be
+                        os.killpg(process.pid, 0)
+                    except ProcessLookupError:
+                        return
+                time.sleep(0.2)
+
+    previous = {sig: signal.signal(sig, stop_group) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return process.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
