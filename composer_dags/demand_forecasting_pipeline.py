@@ -68,7 +68,7 @@ def dbt_task_group(settings: Settings, group_id: str, *, forecast_side: bool):
     target = settings.environment
     manifest = orchestration.dbt_manifest(settings, target)
     models = orchestration.dbt_forecast_side(manifest)
-    return DbtTaskGroup(
+    group = DbtTaskGroup(
         group_id=group_id,
         project_config=ProjectConfig(
             dbt_project_path=transform.DBT_DIR,
@@ -84,6 +84,24 @@ def dbt_task_group(settings: Settings, group_id: str, *, forecast_side: bool):
                                    select=models if forecast_side else [], exclude=[] if forecast_side else models,
                                    should_detach_multiple_parents_tests=True),
     )
+    if not forecast_side:
+        # cosmos renders the forecast side's tests that join several nodes here too, where dbt's --exclude makes
+        # them no-ops: drop those tasks (they run in the forecast marts' group)
+        _drop_tasks(group, {f"{group_id}.{name}_test" for name in models})
+    return group
+
+
+def _drop_tasks(group, task_ids: set[str]) -> None:
+    """Remove leaf tasks from a task group and its DAG before the group is wired to anything else."""
+    dag = group.dag
+    for task_id in sorted(task_ids & set(group.children)):
+        task = dag.task_dict[task_id]
+        if task.downstream_task_ids:
+            continue  # not a leaf: keep the graph as cosmos built it
+        for upstream in task.upstream_list:
+            upstream.downstream_task_ids.discard(task_id)
+        del group.children[task_id]
+        del dag.task_dict[task_id]
 
 
 def build(settings: Settings):

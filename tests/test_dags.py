@@ -100,9 +100,9 @@ def test_the_daily_dag_has_one_dbt_task_per_model_around_the_forecast(local_env)
     marts = {t.split(".", 1)[1] for t in ids if t.startswith("dbt_forecast_marts.")}
     assert {"fact_daily_demand_model_build", "fact_orders_model_build", "public_holidays_seed_build"} <= gold
     assert {"fact_demand_forecast_model_build", "mart_forecast_accuracy_model_build", "dim_date_model_build"} <= marts
-    # no model that reads the forecasts builds before them (cosmos also renders the forecast side's multi-model
-    # tests in this group; dbt's --exclude makes those no-ops there, and they run for real after the forecast)
-    assert not [t for t in gold if t.endswith("_model_build") and ("stg_ml__" in t or "forecast" in t)]
+    # nothing that reads the forecasts, model or test, runs before them
+    assert not [t for t in gold if "ml__" in t or "_ml_" in t or "forecast" in t or "dim_date" in t]
+    assert "relationships_fact_orders_order_date__date_day__ref_dim_date__test" in marts
     forecast = dag.task_dict["forecast"]
     upstream = {t.task_id for t in forecast.upstream_list} - {"interval"}  # interval: the window it forecasts to
     assert upstream and all(t.startswith("dbt_gold.") for t in upstream)
