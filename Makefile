@@ -4,7 +4,8 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-dev
 
-.PHONY: install demo test lint tf-check deploy bench bench-dbt bench-stream schemas clean pubsub-up pubsub-down stream
+.PHONY: install demo test lint tf-check deploy bench bench-dbt bench-stream schemas clean pubsub-up pubsub-down stream \
+	airflow
 
 install: $(STAMP)
 
@@ -24,7 +25,7 @@ test: install lint
 	$(BIN)/python -m pytest -n 2 --durations=10
 
 lint: install tf-check
-	$(BIN)/ruff check pipelines ml dashboards tests benchmarks
+	$(BIN)/ruff check pipelines ml dashboards composer_dags tests benchmarks
 	$(BIN)/sqlfluff lint dbt/models dbt/tests dbt/macros --config dbt/.sqlfluff --disable-progress-bar
 
 # Terraform checked offline (providers cannot be downloaded here): formatting, and checkov's policies in
@@ -55,6 +56,10 @@ pubsub-down: install
 
 stream: install
 	$(BIN)/lakehouse stream
+
+# Airflow 3 standalone on localhost:8080 with composer_dags/ (database under $LAKEHOUSE_HOME/airflow); Ctrl-C stops it.
+airflow: install
+	$(BIN)/lakehouse airflow
 
 # Full and incremental dbt build on a year of simulated events (20 stores x 200 products).
 bench-dbt: install

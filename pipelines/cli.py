@@ -765,5 +765,34 @@ def _print_manifest(manifest: dict, folder: Path) -> None:
     out.print(f"wrote [bold]{folder}[/] ({folder / 'manifest.json'}): " + ", ".join(counts))
 
 
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def airflow(
+    ctx: typer.Context,
+    port: Annotated[int, typer.Option(help="Port of the UI and API (standalone).")] = 8080,
+) -> None:
+    """Airflow on this machine with the project's DAGs (composer_dags/), its database under $LAKEHOUSE_HOME.
+
+    `lakehouse airflow` runs it standalone (scheduler, DAG processor, UI on http://localhost:PORT; Ctrl-C stops
+    it); anything after is an airflow command in the same setup, e.g. `lakehouse airflow dags test
+    demand_forecasting_pipeline`.
+    """
+    import shutil
+    import sys
+
+    from pipelines import orchestration
+
+    settings = get_settings()
+    env = orchestration.airflow_env(settings, port)
+    args = ctx.args or ["standalone"]
+    executable = shutil.which("airflow", path=str(Path(sys.executable).parent)) or shutil.which("airflow")
+    if executable is None:
+        console.print("[red]error:[/] Airflow is not installed: pip install -e '.[airflow]' (make install has it)")
+        raise typer.Exit(2)
+    if args == ["standalone"]:
+        console.print(f"Airflow standalone: DAGs from [bold]{env['AIRFLOW__CORE__DAGS_FOLDER']}[/], home "
+                      f"[bold]{env['AIRFLOW_HOME']}[/], UI on [bold]http://localhost:{port}[/] (Ctrl-C stops it)")
+    raise typer.Exit(orchestration.run_airflow([executable, *args], env))
+
+
 if __name__ == "__main__":
     app()

@@ -55,6 +55,29 @@ class Settings(BaseSettings):
         default=300, ge=0, description="Events up to this late still update their window; later ones are flagged.")
     pubsub_max_messages: int = Field(default=1000, gt=0, description="Messages per pull of the local stream.")
 
+    # Orchestration (composer_dags/): where the daily DAG finds landed files, the streaming job, alerts
+    landing_uri: str | None = Field(default=None, description=(
+        "Landing zone: events/YYYY-MM-DD*.jsonl[.gz] and dims/ (local default $LAKEHOUSE_HOME/landing; gcp: "
+        "gs://LANDING_BUCKET, whose archive/events/YYYY-MM-DD/ the Cloud Storage subscription fills)."))
+    flex_template_path: str | None = Field(default=None, description=(
+        "gs:// path of the pipeline's Flex Template spec (written by `lakehouse deploy`)."))
+    stream_job_name: str = Field(default="lakehouse-stream", description="Name of the streaming Dataflow job.")
+    dataflow_service_account: str | None = Field(default=None, description=(
+        "Service account of Dataflow jobs the DAGs launch (Terraform's dataflow_service_account)."))
+    dataflow_subnetwork: str | None = Field(default=None, description=(
+        "Subnetwork of those jobs' workers (private IPs: it needs Private Google Access)."))
+    alert_webhook_url: str | None = Field(default=None, description=(
+        "Task failures are POSTed here as JSON (e.g. a chat webhook); they are always logged."))
+
+    # Quality gate of the daily DAG: a breach fails the run
+    max_dead_letter_rate: float = Field(default=0.05, ge=0, le=1, description=(
+        "Largest share of the interval's records that may be dead letters."))
+    max_source_lag_hours: float = Field(default=48.0, gt=0, description=(
+        "Newest silver order event may be at most this much older than the end of the interval."))
+    max_forecast_wape: float = Field(default=1.0, gt=0, description="Largest backtest WAPE of a forecast run.")
+    max_wape_vs_naive: float = Field(default=1.1, gt=0, description=(
+        "A run's WAPE may exceed seasonal naive's on the same points by at most this factor."))
+
     # Limits of the event contract
     max_payload_bytes: int = Field(default=1_000_000, gt=0, description="Larger raw events are dead letters.")
     max_future_skew_hours: float = Field(
@@ -78,6 +101,15 @@ class Settings(BaseSettings):
     def archive_dir(self) -> Path:
         """Raw events as published (JSONL), the local counterpart of a Cloud Storage subscription."""
         return self.lake_dir / "archive"
+
+    @property
+    def landing(self) -> str:
+        """Root of the landing zone (a folder or gs:// URI)."""
+        if self.landing_uri:
+            return self.landing_uri.rstrip("/")
+        if self.environment == "gcp":
+            raise ValueError("LAKEHOUSE_LANDING_URI must be set on gcp (gs://LANDING_BUCKET)")
+        return str(self.lake_dir / "landing")
 
     @property
     def project_for_pubsub(self) -> str:
