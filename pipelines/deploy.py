@@ -13,7 +13,7 @@ real run executes. In order:
 3. `terraform apply` with that template and image (written to terraform/stream.auto.tfvars.json):
    starts the streaming job, or updates it in place;
 4. install the package's Python requirements on Composer (from the installed package's metadata);
-5. upload the packages (plugins/), the DAGs (dags/) and the dbt project (data/dbt) to the Composer bucket.
+5. upload the packages and the dbt project beside them (plugins/), and the DAGs (dags/) to the Composer bucket.
 
 Composer's LAKEHOUSE_* environment variables are set by Terraform itself (output `lakehouse_env`), so
 they never drift from the infrastructure; the dry run prints them.
@@ -43,7 +43,8 @@ OUTPUTS = ("project_id", "region", "image_repository", "dataflow_bucket", "compo
            "stream_job_name", "lakehouse_env")
 #: folders uploaded to the Composer bucket: local folder -> bucket prefix (Composer mounts the bucket at
 #: /home/airflow/gcs; dags/ and plugins/ are on Airflow's PYTHONPATH, data/ is for everything else)
-UPLOADS = {"pipelines": "plugins/pipelines", "ml": "plugins/ml", "composer_dags": "dags", "dbt": "data/dbt"}
+# dbt/ sits beside the packages, where pipelines.transform.DBT_DIR looks for it (as in the repository)
+UPLOADS = {"pipelines": "plugins/pipelines", "ml": "plugins/ml", "composer_dags": "dags", "dbt": "plugins/dbt"}
 #: never uploaded: caches, local builds and databases
 UPLOAD_EXCLUDE = r".*__pycache__.*|.*\.pyc$|(.*/)?(target|dbt_packages|logs)/.*|.*\.duckdb(\.wal)?$|.*\.user\.yml$"
 #: extras Composer needs on top of the base requirements (dbt-bigquery, cosmos), and what it must not get:

@@ -27,7 +27,7 @@ output "dataflow_bucket" {
 }
 
 output "composer_bucket" {
-  description = "Composer bucket: dags/, plugins/ (the project's packages) and data/dbt (the dbt project)."
+  description = "Composer bucket: dags/, plugins/ (the project's packages) and plugins/dbt (the dbt project)."
   value       = module.storage.composer_bucket
 }
 

@@ -77,7 +77,7 @@ def test_missing_folders_are_reported_not_uploaded(tmp_path):
     assert "dbt/ does not exist" in uploads["dbt"].skip and "composer_dags/ does not exist" in uploads[
         "composer_dags"].skip
     assert uploads["composer_dags"].argv[4] == f"gs://{OUTPUTS['composer_bucket']}/dags"
-    assert uploads["dbt"].argv[4] == f"gs://{OUTPUTS['composer_bucket']}/data/dbt"
+    assert uploads["dbt"].argv[4] == f"gs://{OUTPUTS['composer_bucket']}/plugins/dbt"
 
 
 def test_without_composer_only_the_stream_is_deployed():

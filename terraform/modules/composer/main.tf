@@ -1,7 +1,7 @@
 # The Cloud Composer 3 (Airflow 3) environment that runs the DAGs: dbt against BigQuery, the forecast
 # fan-out and backfills on Dataflow. Its bucket is the lakehouse's composer bucket, so `lakehouse deploy`
 # uploads DAGs (dags/), the project's packages (plugins/, on Airflow's PYTHONPATH) and the dbt project
-# (data/dbt, mounted at /home/airflow/gcs/data/dbt). Python dependencies are installed by
+# (plugins/dbt, beside the packages, mounted at /home/airflow/gcs/plugins/dbt). Python dependencies are installed by
 # `lakehouse deploy` from the package's own requirements, so Terraform leaves pypi_packages alone.
 
 resource "google_composer_environment" "this" {
