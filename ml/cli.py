@@ -95,16 +95,19 @@ def print_run(result: job.RunResult) -> None:
 
 def plot_run(settings: Settings, result: job.RunResult, path: Path, count: int) -> Path:
     """The run's forecasts for the `count` series with the most demand, next to their history."""
-    from ml import data
-
-    series = {s.key: s for s in data.to_series(data.read_demand(settings), result.freq,
-                                                data.read_countries(settings))}
-    lake = LakeTable(settings.lake_dir, FORECASTS)
     import pyarrow as pa
     import pyarrow.compute as pc
 
+    from ml import data
+
+    lake = LakeTable(settings.lake_dir, FORECASTS)
     parts = [lake.read_partition(v) for v in lake.partitions()]
     rows = pa.concat_tables(parts) if parts else FORECASTS.empty()
     rows = rows.filter(pc.equal(rows["run_id"], result.run_id))
+    forecast = set(zip(rows["store_id"].to_pylist(), rows["product_id"].to_pylist()))
+    # the history the run used: complete days before the run, the run's series only
+    history = data.read_demand(settings, before=result.created_at.date())
+    series = {s.key: s for s in data.to_series(history, result.freq, data.read_countries(settings))
+              if s.key in forecast}
     busiest = sorted(series, key=lambda k: -float(sum(v for v in series[k].y if v == v)))[:count]
     return plot_forecasts(series, rows, path, busiest, title=f"Forecast run {result.run_id}")
