@@ -552,7 +552,7 @@ def demo(
         "../shared/data/online_retail_ii.csv.xz"),
     retail_start: Annotated[dt.datetime, typer.Option(formats=["%Y-%m-%d"])] = dt.datetime(2011, 9, 1),
     retail_end: Annotated[dt.datetime, typer.Option(formats=["%Y-%m-%d"])] = dt.datetime(2011, 11, 30),
-    stream_seconds: Annotated[float, typer.Option(help="Seconds of live events to stream (0: skip).")] = 30,
+    stream_seconds: Annotated[float, typer.Option(help="Seconds of live events to stream (0: skip).")] = 60,
     stream_rate: Annotated[float, typer.Option(help="Live events per second.")] = 500,
 ) -> None:
     """Simulate a few months, import a slice of real history, backfill both, stream live events, summarise."""
