@@ -7,7 +7,7 @@ views, tables, incremental MERGE into date-partitioned, clustered facts, data te
 gold tables must agree with the DuckDB build of the same data.
 
 Where the emulator differs from BigQuery (see FIELD_NOTES): it downloads DuckDB's spatial and format
-extensions at start-up, which fails offline, so the fixture starts it with those two steps skipped;
+extensions at start-up, which fails offline, so tests/bq_emulator.py starts it with those two steps skipped;
 REQUIRED modes are not enforced and CLUSTER BY is not kept in table metadata, so neither is asserted here.
 """
 
@@ -16,11 +16,8 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
-import socket
-import subprocess
-import sys
-import time
 
+import bq_emulator  # tests/ is on sys.path (pytest's rootdir-relative imports)
 import pytest
 
 from pipelines import backfill, tables, transform, warehouse
@@ -32,23 +29,6 @@ bigquery = pytest.importorskip("google.cloud.bigquery")
 
 PROJECT = "local-dev"
 NOW = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
-# start the emulator with its extension downloads (spatial, format readers) skipped: they fail offline
-_EMULATOR = """
-import sys
-from bqemulator.storage.engine import DuckDBEngine
-DuckDBEngine._load_spatial = lambda self: None
-DuckDBEngine._load_format_extensions = lambda self: None
-from bqemulator.cli import main
-sys.argv = ["bqemulator", "start", "--rest-port", sys.argv[1], "--grpc-port", sys.argv[2], "--project", sys.argv[3],
-            "--ephemeral", "--log-level", "warning"]
-main()
-"""
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _client(endpoint: str):
@@ -61,30 +41,8 @@ def _client(endpoint: str):
 
 @pytest.fixture(scope="module")
 def emulator(tmp_path_factory):
-    rest, grpc = _free_port(), _free_port()
-    log = (tmp_path_factory.mktemp("bqemu") / "emulator.log").open("w")
-    proc = subprocess.Popen([sys.executable, "-c", _EMULATOR, str(rest), str(grpc), PROJECT], stdout=log,
-                            stderr=subprocess.STDOUT)
-    endpoint = f"http://127.0.0.1:{rest}"
-    try:
-        client = _client(endpoint)
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                list(client.list_datasets())
-                break
-            except Exception:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"bqemulator did not start; see {log.name}") from None
-                time.sleep(0.3)
+    with bq_emulator.running(PROJECT, tmp_path_factory.mktemp("bqemu") / "emulator.log") as endpoint:
         yield endpoint
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
 
 
 @pytest.fixture(scope="module")
