@@ -283,7 +283,7 @@ def import_orders(
     timezone: Annotated[str | None, typer.Option(help="IANA zone of naive timestamps.")] = None,
     start: Annotated[dt.datetime | None, typer.Option(formats=["%Y-%m-%d"], help="First day kept.")] = None,
     end: Annotated[dt.datetime | None, typer.Option(formats=["%Y-%m-%d"], help="Last day kept.")] = None,
-) -> None:
+) -> dict:
     """Turn real order-line history (CSV) into contract events and dimensions."""
     from pipelines.importers import import_orders as run_import
 
@@ -303,6 +303,7 @@ def import_orders(
             console.print(f"[red]error:[/] {e}")
             raise typer.Exit(2) from e
     _print_manifest(manifest, out_dir)
+    return manifest
 
 
 @app.command()
@@ -554,6 +555,8 @@ def demo(
     retail_end: Annotated[dt.datetime, typer.Option(formats=["%Y-%m-%d"])] = dt.datetime(2011, 11, 30),
     stream_seconds: Annotated[float, typer.Option(help="Seconds of live events to stream (0: skip).")] = 60,
     stream_rate: Annotated[float, typer.Option(help="Live events per second.")] = 500,
+    file_stream: Annotated[bool, typer.Option(help="Stream through files even when the Pub/Sub emulator is "
+                                                   "installed.")] = False,
 ) -> None:
     """Simulate a few months, import a slice of real history, backfill both, stream live events, summarise."""
     sim_dir, retail_dir = data_dir / "sim", data_dir / "online_retail"
@@ -565,9 +568,13 @@ def demo(
     sources = [("simulated", sim_dir)]
     if retail_csv.exists():
         out.rule(f"2. Import real order history: {retail_csv.name}, {retail_start:%Y-%m-%d}..{retail_end:%Y-%m-%d}")
-        import_orders(retail_csv, retail_dir, format="online-retail", mapping=None, defaults=None, ts_format=None,
-                      timezone=None, start=retail_start, end=retail_end)
-        sources.append(("real history", retail_dir))
+        imported = import_orders(retail_csv, retail_dir, format="online-retail", mapping=None, defaults=None,
+                                 ts_format=None, timezone=None, start=retail_start, end=retail_end)
+        if imported["events_written"]:
+            sources.append(("real history", retail_dir))
+        else:
+            console.print(f"[yellow]{retail_csv.name} has no order lines in {retail_start:%Y-%m-%d}.."
+                          f"{retail_end:%Y-%m-%d}: nothing to backfill from it[/]")
     else:
         console.print(f"[yellow]{retail_csv} not found: skipping the real-history import[/]")
     for n, (label, folder) in enumerate(sources, 3):
@@ -577,7 +584,7 @@ def demo(
     step = len(sources) + 3
     if stream_seconds > 0:
         out.rule(f"{step}. Stream live events for {stream_seconds:.0f} s, then reconcile")
-        demo_stream(sim_dir, stores, products, stream_seconds, stream_rate)
+        demo_stream(sim_dir, stores, products, stream_seconds, stream_rate, to_files=file_stream)
         step += 1
     out.rule("The lakehouse")
     summary()
@@ -632,20 +639,22 @@ def print_demo_summary(run) -> None:
     out.print(table)
 
 
-def demo_stream(sim_dir: Path, stores: int, products: int, seconds: float, rate: float) -> None:
-    """Publish live events while the stream runs (Pub/Sub emulator, or the file stream without one), then
-    reconcile the archive with the lakehouse."""
+def demo_stream(sim_dir: Path, stores: int, products: int, seconds: float, rate: float, to_files: bool = False) -> None:
+    """Publish live events while the stream runs (Pub/Sub emulator, or the file stream without one or when asked),
+    then reconcile the archive with the lakehouse."""
     from pipelines import publish, pubsub, reconcile
     from pipelines import stream as job
 
     settings = get_settings()
-    to_files, emulator = not pubsub.emulator_installed(), None
-    if to_files and not pubsub.listening(settings.pubsub_emulator_host):
+    emulator = None
+    if to_files:
+        console.print("[yellow]File stream, as asked: new archive files every 5 s, loaded as they appear.[/]")
+    elif not pubsub.emulator_installed() and not pubsub.listening(settings.pubsub_emulator_host):
+        to_files = True
         console.print("[yellow]No Pub/Sub emulator on this machine (it comes with the Google Cloud SDK and needs "
                       "Java): falling back to the file stream (new archive files every 5 s, loaded as they "
                       "appear).[/]")
     else:
-        to_files = False
         emulator = pubsub.up(settings)
         pubsub.ensure_resources(settings, fresh_subscription=True)
         out.print(f"Pub/Sub emulator at {emulator.host}")
