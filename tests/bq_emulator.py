@@ -10,26 +10,21 @@ and nothing here uses them).
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
-from contextlib import closing, contextmanager
+from contextlib import contextmanager
 from pathlib import Path
 
-
-def _free_port() -> int:
-    with closing(socket.socket()) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from netutil import free_port  # tests/ is on sys.path
 
 
 @contextmanager
 def running(project: str, log_path: Path, timeout: float = 60.0):
     """Start the emulator; yields its REST endpoint (http://127.0.0.1:PORT); stops it by PID on exit."""
-    rest, grpc = _free_port(), _free_port()
+    rest, grpc = free_port(), free_port()
     with open(log_path, "wb") as log:
         proc = subprocess.Popen([sys.executable, __file__, "--rest-port", str(rest), "--grpc-port", str(grpc),
                                  "--project", project, "--ephemeral", "--log-level", "warning"],

@@ -17,7 +17,6 @@ import datetime as dt
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,6 +26,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from netutil import free_port  # tests/ is on sys.path
 
 from dashboards import data
 from pipelines import backfill, transform, warehouse
@@ -132,16 +132,10 @@ def test_app_without_a_warehouse_says_what_to_run(tmp_path, monkeypatch):
 
 
 # ---- the browser ---------------------------------------------------------------------------------
-def _free_port() -> int:
-    with contextlib.closing(socket.socket()) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextlib.contextmanager
 def _dashboard(settings: Settings, log: Path):
     """`lakehouse dashboard` on a free port; yields its URL; stops its process group (ours) on exit."""
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "LAKEHOUSE_HOME": str(settings.home)}
     with open(log, "ab") as out:
         proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "dashboard", "--port", str(port),

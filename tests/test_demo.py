@@ -10,13 +10,13 @@ its topic and subscription names are the test's own, so tests running alongside 
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import uuid
 from pathlib import Path
 
 import pytest
+from netutil import free_port  # tests/ is on sys.path
 
 from pipelines import cli, pubsub, reconcile, warehouse
 from pipelines.config import Settings
@@ -25,12 +25,6 @@ from pipelines.simulate import simulate
 pytestmark = pytest.mark.slow
 FIXTURE = Path(__file__).parent / "fixtures" / "online_retail_ii_sample.csv"
 LAKEHOUSE = Path(sys.executable).with_name("lakehouse")
-
-
-def _free_host() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"127.0.0.1:{s.getsockname()[1]}"
 
 
 def _own_topics(home: Path, emulator_host: str) -> dict[str, str]:
@@ -47,7 +41,8 @@ def _count(con, sql: str) -> int:
 def test_demo_runs_every_step_on_a_tiny_dataset(tmp_path):
     host = os.environ.get("LAKEHOUSE_PUBSUB_EMULATOR_HOST")
     if not (host and pubsub.listening(host)):
-        host = _free_host()  # the demo starts an emulator there (or falls back to files without one) and stops it
+        # the demo starts an emulator there (or falls back to files without one) and stops it
+        host = f"127.0.0.1:{free_port()}"
     home = tmp_path / "lake"
     env = {**os.environ, **_own_topics(home, host)}
     args = [str(LAKEHOUSE), "demo", "--data", str(tmp_path / "data"), "--days", "21", "--stores", "2",
@@ -85,7 +80,7 @@ def test_demo_stream_falls_back_to_files(tmp_path, monkeypatch):
     """Without the emulator the demo streams through rotating archive files and still reconciles exactly."""
     sim = tmp_path / "sim"
     simulate(sim, days=1, stores=2, products=3, seed=7)
-    for name, value in _own_topics(tmp_path / "lake", _free_host()).items():
+    for name, value in _own_topics(tmp_path / "lake", f"127.0.0.1:{free_port()}").items():
         monkeypatch.setenv(name, value)
     monkeypatch.setattr(pubsub, "emulator_installed", lambda: False)
     cli.demo_stream(sim, stores=2, products=3, seconds=4, rate=40)

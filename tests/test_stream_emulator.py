@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from google.cloud import pubsub_v1
+from netutil import free_port  # tests/ is on sys.path
 
 from pipelines import backfill, publish, pubsub, reconcile, stream, tables
 from pipelines.config import Settings
@@ -39,10 +39,7 @@ def emulator(tmp_path_factory):
         return
     if not pubsub.emulator_installed():
         pytest.skip("the Pub/Sub emulator (Google Cloud SDK + java) is not installed")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    settings = Settings(home=tmp_path_factory.mktemp("emulator"), pubsub_emulator_host=f"127.0.0.1:{port}")
+    settings = Settings(home=tmp_path_factory.mktemp("emulator"), pubsub_emulator_host=f"127.0.0.1:{free_port()}")
     pubsub.up(settings)
     yield settings.pubsub_emulator_host
     pubsub.down(settings)
