@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -560,14 +561,15 @@ def demo(
 ) -> None:
     """Simulate a few months, import a slice of real history, backfill both, stream live events, summarise."""
     sim_dir, retail_dir = data_dir / "sim", data_dir / "online_retail"
-    out.rule("1. Simulate demand (known process, with bad, duplicate and late events)")
+    step = _Steps()
+    step("Simulate demand (known process, with bad, duplicate and late events)")
     # history up to yesterday, so the live events streamed next continue it and forecasts start tomorrow
     start = dt.datetime.combine(dt.date.today() - dt.timedelta(days=days), dt.time())
     simulate(sim_dir, days=days, stores=stores, products=products, start=start, seed=7,
              bad_rate=0.01, dup_rate=0.02, late_rate=0.02, country="GB")
     sources = [("simulated", sim_dir)]
     if retail_csv.exists():
-        out.rule(f"2. Import real order history: {retail_csv.name}, {retail_start:%Y-%m-%d}..{retail_end:%Y-%m-%d}")
+        step(f"Import real order history: {retail_csv.name}, {retail_start:%Y-%m-%d}..{retail_end:%Y-%m-%d}")
         imported = import_orders(retail_csv, retail_dir, format="online-retail", mapping=None, defaults=None,
                                  ts_format=None, timezone=None, start=retail_start, end=retail_end)
         if imported["events_written"]:
@@ -577,21 +579,18 @@ def demo(
                           f"{retail_end:%Y-%m-%d}: nothing to backfill from it[/]")
     else:
         console.print(f"[yellow]{retail_csv} not found: skipping the real-history import[/]")
-    for n, (label, folder) in enumerate(sources, 3):
-        out.rule(f"{n}. Backfill {label} through the Beam pipeline")
+    for label, folder in sources:
+        step(f"Backfill {label} through the Beam pipeline")
         backfill(input=landing.events_glob(folder), dims=str(folder / landing.DIMS_DIR), runner="DirectRunner",
                  beam_arg=None, workers=0, verbose=False)
-    step = len(sources) + 3
     if stream_seconds > 0:
-        out.rule(f"{step}. Stream live events for {stream_seconds:.0f} s, then reconcile")
+        step(f"Stream live events for {stream_seconds:.0f} s, then reconcile")
         demo_stream(sim_dir, stores, products, stream_seconds, stream_rate, to_files=file_stream)
-        step += 1
-    out.rule("The lakehouse")
+    step("The lakehouse: rows per table, dead letters by reason")
     summary()
-    out.rule(f"{step}. Transform with dbt: staging, gold marts, tests")
+    step("Transform with dbt: staging, gold marts, tests")
     transform(target="local", select=None, exclude=None, full_refresh=False)
-    out.rule(f"{step + 1}. Forecast the simulated stores' series (backtested against baselines), then the "
-             "forecast marts")
+    step("Forecast the simulated stores' series (backtested against baselines)")
     from ml.cli import forecast as run_forecast  # lazy, as in `lakehouse forecast`
 
     sim_stores = tuple(json.loads(line)["store_id"] for line in
@@ -599,8 +598,10 @@ def demo(
     run = run_forecast(get_settings(), horizon=28, freq="D", model_names="prophet,snaive,tsb", folds=2,
                        truth=sim_dir / landing.TRUTH_DIR, run_id=None, runner="DirectRunner", workers=0,
                        beam_args=[], plot=4, stores=sim_stores)
+    step("Build the forecast marts with dbt")
     transform(target="local", select=["fact_demand_forecast+", "mart_forecast_accuracy+"], exclude=None,
               full_refresh=False)
+    step.finish()
     print_demo_summary(run)
     out.print(f"\nQuery it: [bold]lakehouse sql \"select * from gold.fact_demand_forecast limit 5\"[/] "
               f"(DuckDB file {get_settings().warehouse_path})")
@@ -692,6 +693,35 @@ def demo_stream(sim_dir: Path, stores: int, products: int, seconds: float, rate:
 
 
 # ---- output helpers --------------------------------------------------------------------------
+class _Steps:
+    """The demo's numbered steps: `step(title)` closes the running one and starts the next under a rule;
+    `finish()` prints how long each took."""
+
+    def __init__(self):
+        self.done: list[tuple[str, float]] = []
+        self.running: tuple[str, float] | None = None
+
+    def __call__(self, title: str) -> None:
+        self._close()
+        title = f"{len(self.done) + 1}. {title}"
+        out.rule(title)
+        self.running = (title, time.monotonic())
+
+    def _close(self) -> None:
+        if self.running:
+            self.done.append((self.running[0], time.monotonic() - self.running[1]))
+            self.running = None
+
+    def finish(self) -> None:
+        self._close()
+        table = Table(title=f"The demo's steps: {sum(s for _, s in self.done):,.0f} s in all")
+        table.add_column("step")
+        table.add_column("seconds", justify="right")
+        for title, seconds in self.done:
+            table.add_row(title, f"{seconds:,.0f}")
+        out.print(table)
+
+
 class _bar:
     """A rich progress bar as a context manager yielding (progress, task id)."""
 

@@ -53,7 +53,8 @@ def test_demo_runs_every_step_on_a_tiny_dataset(tmp_path):
     assert done.returncode == 0, output[-4000:]
 
     for heading in ("1. Simulate demand", "2. Import real order history", "3. Backfill simulated",
-                    "4. Backfill real history", "5. Stream live events", "6. Transform with dbt", "7. Forecast"):
+                    "4. Backfill real history", "5. Stream live events", "6. The lakehouse", "7. Transform with dbt",
+                    "8. Forecast", "9. Build the forecast marts", "The demo's steps"):
         assert heading in output, heading
     assert output.count(": reconciles") == 2  # both backfills' equations
     assert "nothing lost, nothing doubled" in output  # the stream's reconciliation with its archive
