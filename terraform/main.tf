@@ -43,7 +43,15 @@ locals {
     stream_window_seconds    = tostring(var.stream_window_seconds)
     allowed_lateness_seconds = tostring(var.allowed_lateness_seconds)
   }
-  lakehouse_env = { for k, v in local.settings : "LAKEHOUSE_${upper(k)}" => v }
+  # The DAGs also need what only their own Dataflow launches use: the landing bucket they backfill from, the
+  # template `lakehouse deploy` built, and the workers' service account and subnetwork. Unset ones are left out.
+  composer_settings = merge(local.settings, {
+    landing_uri              = "gs://${module.storage.landing_bucket}"
+    flex_template_path       = var.stream_template_gcs_path
+    dataflow_service_account = module.iam.dataflow_service_account
+    dataflow_subnetwork      = var.dataflow_subnetwork == null ? "" : var.dataflow_subnetwork
+  })
+  lakehouse_env = { for k, v in local.composer_settings : "LAKEHOUSE_${upper(k)}" => v if v != "" }
 }
 
 resource "google_project_service" "this" {

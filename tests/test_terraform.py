@@ -241,6 +241,17 @@ def test_deployed_settings_are_settings_fields():
         assert re.fullmatch(rf"\$\{{(tostring\()?var\.{name}\)?\}}", settings[field]), field
 
 
+def test_composer_gets_every_setting_its_dataflow_launches_need():
+    local = named("", "locals")
+    dag_only = set(re.findall(r"(\w+)\s*=(?!=)", local["composer_settings"].split("{", 2)[-1]))
+    assert {"landing_uri", "flex_template_path", "dataflow_service_account", "dataflow_subnetwork"} <= dag_only
+    assert dag_only <= set(Settings.model_fields)
+    assert local["composer_settings"].startswith("${merge(local.settings, {")
+    assert "local.composer_settings" in local["lakehouse_env"]
+    composer = named("", "module")["composer"]
+    assert composer["env_variables"] == "${local.lakehouse_env}"
+
+
 # ---- the Flex Template ---------------------------------------------------------------------------
 def metadata_parameters() -> dict[str, dict]:
     return {p["name"]: p for p in json.loads((FLEX / "metadata.json").read_text())["parameters"]}
