@@ -54,6 +54,11 @@ def local_lake(tmp_path_factory):
     result = backfill.run(str(root / "sim" / "events" / "*.jsonl"), str(root / "sim" / "dims"), settings,
                           now=NOW, workers=1)
     assert result.reconciles
+    # gold on DuckDB, then a forecast run from it, so the forecast marts and reporting views meet real ml rows
+    assert transform.build(settings).ok
+    from ml import job
+
+    job.run(settings, horizon=7, models_=("snaive", "tsb"), folds=1, now=NOW, workers=1)
     return settings
 
 
@@ -80,7 +85,7 @@ def test_gcp_target_builds_and_tests_on_the_bigquery_emulator(emulator, local_la
         client.create_dataset(settings.dataset(layer), exists_ok=True)
     with warehouse.connect(settings) as con:
         for fqn, spec in tables.TABLES.items():
-            arrow = con.sql(f"select * from {fqn}").to_arrow_table() if spec.layer == "silver" else spec.empty()
+            arrow = con.sql(f"select * from {fqn}").to_arrow_table() if spec.layer in ("silver", "ml") else spec.empty()
             _load(client, settings, spec, list(bigquery_rows((fqn, arrow))))
 
     env = {**transform.dbt_env(settings), "LAKEHOUSE_GCP_AUTH_METHOD": "oauth-secrets",
@@ -103,7 +108,13 @@ def test_gcp_target_builds_and_tests_on_the_bigquery_emulator(emulator, local_la
     assert rows == series * days > 0  # zero-filled grid
     silver_units = scalar(f"select sum(quantity) from `{PROJECT}.silver.order_events` where quantity > 0")
     assert scalar(f"select sum(units_ordered) from `{PROJECT}.{gold}.fact_daily_demand`") == silver_units
-    assert scalar(f"select count(*) from `{PROJECT}.{gold}.fact_demand_forecast`") == 0
+    with warehouse.connect(settings) as con:  # (bqemulator reads `project.ml.forecasts` as BigQuery ML's ML.FORECAST)
+        forecasts = con.execute("select count(*) from ml.forecasts").fetchone()[0]
+    assert forecasts == series * 7
+    assert scalar(f"select count(*) from `{PROJECT}.{gold}.fact_demand_forecast`") == forecasts
+    assert scalar(f"select count(*) from `{PROJECT}.{gold}.mart_forecast_accuracy`") == series
+    assert scalar(f"select count(*) from `{PROJECT}.{gold}.v_demand_vs_forecast` where forecast_units is not null") \
+        == forecasts
     fact = client.get_table(f"{PROJECT}.{gold}.fact_daily_demand")
     assert fact.time_partitioning and fact.time_partitioning.field == "demand_date"
 
