@@ -497,6 +497,10 @@ def transform(
     select: Annotated[list[str] | None, typer.Option("--select", "-s", help="dbt selector, repeatable.")] = None,
     exclude: Annotated[list[str] | None, typer.Option(help="dbt selector to leave out, repeatable.")] = None,
     full_refresh: Annotated[bool, typer.Option(help="Rebuild incremental models from scratch.")] = False,
+    unit_tests: Annotated[bool | None, typer.Option(
+        "--unit-tests/--no-unit-tests",
+        help="Run dbt's unit tests (default: on full builds, with --select and on gcp, not on incremental "
+             "local builds).")] = None,
 ) -> None:
     """Run dbt build (seeds, models, tests) and print the gold tables' row counts."""
     from pipelines import transform as job
@@ -516,7 +520,7 @@ def transform(
                     console.print(f"[{style}]{p.status:>7}[/] {p.name}")
 
         result = job.build(settings, target=target, select=select, exclude=exclude, full_refresh=full_refresh,
-                           on_progress=show)
+                           on_progress=show, unit_tests=unit_tests)
     print_build(result)
     if target == "local" and result.nodes:
         print_gold_counts(job.gold_row_counts(settings), settings.dataset("gold"))

@@ -86,6 +86,12 @@ def _column(f, bq_type: str, accepted: list[str] | None) -> dict[str, Any]:
     return column
 
 
+def test_window_column(spec: tables.TableSpec) -> str | None:
+    """The event-date column by which an incremental build tests only the days it rebuilt (meta.test_window,
+    read by dbt/macros/test_window.sql): the partition column of the tables the event pipelines write."""
+    return spec.partition_by if spec.writer != "forecast" else None
+
+
 def dbt_sources(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """The dbt sources of every lakehouse table (bronze, silver, ml), derived from `tables.TABLES`:
     names, descriptions and types from the contract, `not_null` where a field is required, accepted values
@@ -100,8 +106,11 @@ def dbt_sources(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         for spec in specs:
             accepted = _accepted_values(spec)
             types = {c["name"]: c["type"] for c in spec.bigquery_schema()}
-            table_list.append({"name": spec.name, "description": spec.description,
-                               "columns": [_column(f, types[f.name], accepted.get(f.name)) for f in spec.schema]})
+            table = {"name": spec.name, "description": spec.description}
+            if window := test_window_column(spec):
+                table["config"] = {"meta": {"test_window": window}}
+            table["columns"] = [_column(f, types[f.name], accepted.get(f.name)) for f in spec.schema]
+            table_list.append(table)
         sources.append({"name": layer, "description": f"The {layer} layer, written by the lakehouse pipelines.",
                         "schema": f"{{{{ env_var('LAKEHOUSE_{layer.upper()}_DATASET', '{layer}') }}}}",
                         "tables": table_list})
@@ -254,9 +263,14 @@ def _events(lines: Iterator[str]) -> Iterator[dict[str, Any]]:
 
 def build(settings: Settings, target: str = "local", select: list[str] | None = None,
           exclude: list[str] | None = None, full_refresh: bool = False,
-          on_progress: Callable[[Progress], None] | None = None, env: dict[str, str] | None = None) -> BuildResult:
+          on_progress: Callable[[Progress], None] | None = None, env: dict[str, str] | None = None,
+          unit_tests: bool | None = None) -> BuildResult:
     """Test the sources, then `dbt build` (seeds, models, data tests, unit tests) on `target`; with
     `select`, only `dbt build --select ...` (the selection's models and their tests).
+
+    Unit tests check the models' logic, not the data: by default (`unit_tests=None`) they run on a full
+    build (a warehouse without the facts yet, `full_refresh`), with `select`, and on gcp, and an
+    incremental local build leaves them out, as dbt advises for production runs (CI runs them).
 
     Two dbt commands, because in one `dbt build` a failing source test skips every model downstream:
     bad rows in silver (a broken key, an unknown product) would leave gold stale. Here the source tests
@@ -278,6 +292,11 @@ def build(settings: Settings, target: str = "local", select: list[str] | None = 
         build_args += ["--select", *select]
     if full_refresh:
         build_args.append("--full-refresh")
+    if unit_tests is None:
+        unit_tests = full_refresh or bool(select) or target != "local" or "fact_daily_demand" not in \
+            gold_row_counts(settings)
+    if not unit_tests:
+        build_args += ["--exclude-resource-type", "unit_test"]
     phases = [("parse", dbt_args(settings, "parse", target, *common)),
               ("sources", dbt_args(settings, "test", target, *common, "--select", SOURCES_SELECTOR)),
               ("build", dbt_args(settings, "build", target, *common, *build_args))]

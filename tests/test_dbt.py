@@ -43,6 +43,11 @@ def _query(settings: Settings, sql: str) -> list[tuple]:
         return con.execute(sql).fetchall()
 
 
+def _units_ordered(settings: Settings, day: dt.date, store_id: str, product_id: str) -> int:
+    return _query(settings, f"select units_ordered from {GOLD}.fact_daily_demand where demand_date = '{day}' "
+                            f"and store_id = '{store_id}' and product_id = '{product_id}'")[0][0]
+
+
 def _statuses(result: transform.BuildResult) -> dict[str, str]:
     return {n.name: n.status for n in result.nodes}
 
@@ -109,8 +114,16 @@ def test_incremental_build_uses_the_lookback_and_matches_the_simulated_truth(lak
         assert on_promo == (t["on_promo"] and t["units_sold"] > 0), t
     assert any(stockout for *_, stockout, _ in gold) and any(p for *_, p in gold)
 
-    silver_orders = _query(settings, "select count(distinct event_id) from silver.order_events")[0][0]
+    silver_orders = _query(settings, "select count(distinct (event_date, event_id)) from silver.order_events")[0][0]
     assert _query(settings, f"select count(*) from {GOLD}.fact_orders")[0][0] == silver_orders
+    # fact_inventory, incremental too, carries each day's last snapshot forward across the rebuilt days
+    carried = _query(settings, f"""
+        select count(*), count(*) filter (where fact.on_hand_end is distinct from seen.on_hand_end)
+        from {GOLD}.fact_inventory as fact
+        asof left join (select * from staging.int_inventory_daily where on_hand_end is not null) as seen
+            on fact.store_id = seen.store_id and fact.product_id = seen.product_id
+            and fact.inventory_date >= seen.inventory_date""")[0]
+    assert carried[0] > 3 * 8 * FIRST_PART and carried[1] == 0
     holidays = _query(settings, f"select date_day, holiday_names from {GOLD}.dim_date where is_holiday")
     assert (dt.date(2024, 3, 29), "GB: Good Friday") in holidays
 
@@ -129,10 +142,21 @@ def test_bad_and_late_rows_build_every_model_and_the_tests_flag_them(lake, tmp_p
     at = dt.datetime.combine(last_day, dt.time(12), tzinfo=dt.UTC)
     late = {**template, "event_id": "late-1", "event_ts": dt.datetime.combine(day2, dt.time(12), tzinfo=dt.UTC)}
     table.write_partition(str(day2), pa.Table.from_pylist([*old, late], nullable))  # older than the lookback
-    copy = {**old[1], "event_ts": old[1]["event_ts"] + (last_day - day2)}  # redelivered 14 days later
+    # late, but inside the lookback: the incremental build counts it
+    in_lookback = last_day - dt.timedelta(days=2)
+    key = (in_lookback, template["store_id"], template["product_id"])
+    units_before = _units_ordered(lake["settings"], *key)
+    inside = table.read_partition(str(in_lookback)).cast(nullable)
+    late_inside = {**template, "event_id": "late-2", "event_ts": dt.datetime.combine(in_lookback, dt.time(12),
+                                                                                     tzinfo=dt.UTC)}
+    table.write_partition(str(in_lookback), pa.concat_tables([inside, pa.Table.from_pylist([late_inside], nullable)]))
+    reused = recent.slice(0, 1).to_pylist()[0]
+    redelivered = {**reused, "source_uri": "zzz-redelivery.jsonl"}  # the same event again: counted once
+    day_before = table.read_partition(str(last_day - dt.timedelta(days=1))).cast(nullable).to_pylist()[0]
+    reuse = {**day_before, "event_ts": day_before["event_ts"] + dt.timedelta(days=1)}  # its id reused a day later
     bad = [{**template, "event_id": "ghost-1", "event_ts": at, "product_id": "P-GHOST"},  # unknown product
            {**template, "event_id": "nokey-1", "event_ts": at, "store_id": None},  # broken key
-           copy]
+           redelivered, reuse]
     table.write_partition(str(last_day), pa.concat_tables([recent, pa.Table.from_pylist(bad, nullable)]))
 
     result = transform.build(settings)
@@ -142,20 +166,32 @@ def test_bad_and_late_rows_build_every_model_and_the_tests_flag_them(lake, tmp_p
     assert set(models.values()) == {"success"}, models  # ... yet every model was built
     failed = {name for name, status in statuses.items() if status == "fail"}
     warned = {name for name, status in statuses.items() if status == "warn"}
-    # exactly the broken keys fail (at the source), and the redelivery and the late event warn
+    # exactly the broken keys fail (at the source), and the duplicates and the late event warn; the tests on
+    # event tables checked the days the build rebuilt (the test window), where the bad rows are
     assert {n.split("__")[0] for n in failed} == {"source_not_null_silver_order_events_store_id",
                                                   "source_relationships_silver_order_events_product_id"}, failed
     assert any(n.startswith("source_unique_silver_order_events_event_id") for n in warned), warned
     assert "assert_daily_demand_reconciles_with_silver" in warned  # the late event, beyond the lookback
     assert "assert_daily_demand_grid_is_complete" not in warned | failed
     assert failed | warned == {n.name for n in result.problems()}
+    window_start = last_day - dt.timedelta(days=3)  # the newest day before this build minus the lookback
+    compiled = next((settings.lake_dir / "dbt" / "local" / "target" / "compiled").rglob(
+        "not_null_fact_daily_demand_units_ordered.sql")).read_text()
+    assert f"demand_date >= date '{window_start}'" in compiled
 
-    # the unknown product joins to an unknown member; the keyless row and the second copy stay out
+    # the unknown product joins to an unknown member; the keyless row and the redelivered copy stay out; an
+    # id reused on another day is another event (the lakehouse's key is event_date, event_id)
     assert _query(settings, f"select is_known from {GOLD}.dim_product where product_id = 'P-GHOST'") == [(False,)]
     assert _query(settings, f"select units_ordered from {GOLD}.fact_daily_demand where product_id = 'P-GHOST'") \
         == [(7,)]
-    assert _query(settings, f"select event_id, order_date from {GOLD}.fact_orders where event_id in "
-                            f"('nokey-1', '{copy['event_id']}')") == [(copy["event_id"], day2)]
+    assert _query(settings, f"select count(*) from {GOLD}.fact_orders where event_id = 'nokey-1'") == [(0,)]
+    assert _query(settings, f"select source_line from {GOLD}.fact_orders join staging.stg_silver__order_events "
+                            f"using (order_date, event_id) where event_id = '{reused['event_id']}'") \
+        == [(reused["source_line"],)]
+    assert sorted(_query(settings, f"select order_date from {GOLD}.fact_orders where event_id = "
+                                   f"'{reuse['event_id']}'")) == [(last_day - dt.timedelta(days=1),), (last_day,)]
+    # the late event inside the lookback is counted by the incremental build
+    assert _units_ordered(settings, *key) == units_before + 7
     # a full refresh counts the late event
     refreshed = transform.build(settings, select=["+fact_daily_demand", "+fact_orders", "dim_date"],
                                 full_refresh=True)

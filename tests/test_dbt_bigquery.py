@@ -118,7 +118,13 @@ def test_gcp_target_builds_and_tests_on_the_bigquery_emulator(emulator, local_la
     fact = client.get_table(f"{PROJECT}.{gold}.fact_daily_demand")
     assert fact.time_partitioning and fact.time_partitioning.field == "demand_date"
 
-    # a second run merges (incremental) into the partitioned facts
-    again = transform.build(settings, target="gcp", select=["fact_orders", "fact_daily_demand"], env=env)
+    inventory_rows = scalar(f"select count(*) from `{PROJECT}.{gold}.fact_inventory`")
+
+    # a second run merges (incremental) into the partitioned facts; its tests check the test window
+    again = transform.build(settings, target="gcp", select=["fact_orders", "fact_daily_demand", "fact_inventory"],
+                            env=env)
     assert again.ok, [(n.name, n.status, n.message[:300]) for n in again.problems()]
     assert scalar(f"select count(*) from `{PROJECT}.{gold}.fact_daily_demand`") == rows
+    assert scalar(f"select count(*) from `{PROJECT}.{gold}.fact_inventory`") == inventory_rows
+    window = scalar(f"select window_start from `{PROJECT}.{settings.dataset('staging')}.dbt_test_window`")
+    assert window == scalar(f"select max(demand_date) from `{PROJECT}.{gold}.fact_daily_demand`") - dt.timedelta(3)

@@ -17,3 +17,8 @@
 {% macro since_cutoff(date_col, cutoff) -%}
     {%- if cutoff is none -%} true {%- else -%} {{ date_col }} >= date '{{ cutoff }}' {%- endif -%}
 {%- endmacro %}
+
+{# The day before the date literal `cutoff` (an ISO date string), as a date literal. #}
+{% macro day_before(cutoff) -%}
+    date '{{ (modules.datetime.date.fromisoformat(cutoff) - modules.datetime.timedelta(days=1)).isoformat() }}'
+{%- endmacro %}

@@ -23,3 +23,7 @@ def datediff(first_date, second_date, datepart):
 
 def type_int():
     return "integer"
+
+
+def type_bigint():
+    return "bigint"

@@ -14,6 +14,7 @@
 {% macro safe_divide(numerator, denominator) -%}({{ numerator }}) / nullif({{ denominator }}, 0){%- endmacro %}
 {% macro incremental_cutoff(date_col) -%}2024-01-01{%- endmacro %}
 {% macro since_cutoff(date_col, cutoff) -%}{{ date_col }} >= date '2024-01-01'{%- endmacro %}
+{% macro day_before(cutoff) -%}date '2023-12-31'{%- endmacro %}
 {% macro series_days(series, date_alias, cutoff=none) -%}
     select days.date_day as {{ date_alias }}, series.store_id, series.product_id
     from {{ series }} as series

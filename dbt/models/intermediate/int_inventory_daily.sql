@@ -8,7 +8,8 @@
         incremental_strategy=('merge' if target.type == 'bigquery' else 'delete+insert'),
         partition_by=({'field': 'inventory_date', 'data_type': 'date', 'granularity': 'day'}
                       if target.type == 'bigquery' else none),
-        cluster_by=['store_id', 'product_id']
+        cluster_by=['store_id', 'product_id'],
+        on_schema_change='append_new_columns'
     )
 }}
 
@@ -32,7 +33,9 @@ daily as (
         {{ last_by('on_hand', 'case when on_hand is null then null else recorded_at end') }} as on_hand_end,
         sum(case when adjustment_units > 0 then adjustment_units else 0 end) as units_received,
         sum(case when adjustment_units < 0 then -adjustment_units else 0 end) as units_written_off,
-        count(on_hand) as snapshots
+        count(on_hand) as snapshots,
+        count(*) as inventory_events,
+        max(recorded_at) as last_recorded_at
 
     from inventory
     group by 1, 2, 3

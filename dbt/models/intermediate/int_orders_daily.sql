@@ -7,7 +7,8 @@
         incremental_strategy=('merge' if target.type == 'bigquery' else 'delete+insert'),
         partition_by=({'field': 'demand_date', 'data_type': 'date', 'granularity': 'day'}
                       if target.type == 'bigquery' else none),
-        cluster_by=['store_id', 'product_id']
+        cluster_by=['store_id', 'product_id'],
+        on_schema_change='append_new_columns'
     )
 }}
 
@@ -33,7 +34,8 @@ daily as (
         sum(quantity * unit_price * (1 - discount_pct)) as net_revenue,
         sum(case when quantity > 0 then quantity * unit_price * (1 - discount_pct) else 0 end) as gross_revenue,
         {{ dbt.bool_or("quantity > 0 and on_promo") }} as on_promo,
-        count(*) as order_lines
+        count(*) as order_lines,
+        max(ordered_at) as last_ordered_at
 
     from order_lines
     group by 1, 2, 3

@@ -1,6 +1,21 @@
 -- Daily on-hand per date x store x product, for every series with inventory events, from its first
 -- inventory event to the last day with any event in its store: a day without a snapshot carries the
--- last one forward.
+-- last one forward. Incremental like the other facts: rebuilds the days from its newest date minus
+-- var('lookback_days'), carrying forward from this table's row of the day before.
+{{
+    config(
+        materialized='incremental',
+        unique_key=['inventory_date', 'store_id', 'product_id'],
+        incremental_strategy=('merge' if target.type == 'bigquery' else 'delete+insert'),
+        partition_by=({'field': 'inventory_date', 'data_type': 'date', 'granularity': 'day'}
+                      if target.type == 'bigquery' else none),
+        cluster_by=['store_id', 'product_id'],
+        on_schema_change='append_new_columns'
+    )
+}}
+
+{%- set cutoff = incremental_cutoff('inventory_date') %}
+
 with
 
 inventory as (
@@ -39,7 +54,7 @@ series as (
 
 grid as (
 
-    {{ series_days('series', 'inventory_date') }}
+    {{ series_days('series', 'inventory_date', cutoff) }}
 
 ),
 
@@ -63,22 +78,50 @@ joined as (
 
 ),
 
+carried as (
+
+    -- on-hand at the end of the day before the rebuilt days (none on a full build)
+    {%- if cutoff %}
+        select
+            store_id,
+            product_id,
+            on_hand_end
+        from {{ this }}
+        where inventory_date = {{ day_before(cutoff) }}
+    {%- else %}
+        select
+            store_id,
+            product_id,
+            on_hand_observed as on_hand_end
+        from joined
+        where false
+    {%- endif %}
+
+),
+
 final as (
 
     select
-        inventory_date,
-        store_id,
-        product_id,
-        last_value(on_hand_observed ignore nulls) over (
-            partition by store_id, product_id order by inventory_date
-            rows between unbounded preceding and current row
+        joined.inventory_date,
+        joined.store_id,
+        joined.product_id,
+        coalesce(
+            last_value(joined.on_hand_observed ignore nulls) over (
+                partition by joined.store_id, joined.product_id order by joined.inventory_date
+                rows between unbounded preceding and current row
+            ),
+            carried.on_hand_end
         ) as on_hand_end,
-        on_hand_observed is not null as is_observed,
-        units_received,
-        units_written_off,
-        snapshots
+        joined.on_hand_observed is not null as is_observed,
+        joined.units_received,
+        joined.units_written_off,
+        joined.snapshots
 
     from joined
+    left join carried
+        on
+            joined.store_id = carried.store_id
+            and joined.product_id = carried.product_id
 
 )
 

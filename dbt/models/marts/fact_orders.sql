@@ -3,7 +3,7 @@
 {{
     config(
         materialized='incremental',
-        unique_key='event_id',
+        unique_key=['order_date', 'event_id'],
         incremental_strategy=('merge' if target.type == 'bigquery' else 'delete+insert'),
         partition_by=({'field': 'order_date', 'data_type': 'date', 'granularity': 'day'}
                       if target.type == 'bigquery' else none),

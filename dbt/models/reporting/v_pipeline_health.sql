@@ -1,18 +1,21 @@
 -- Pipeline health per day x outcome x entity x stage x reason: events that landed in silver (one row per
--- event_id) and records that went to the dead letters, by event date (dead letters whose event time could not
--- be read: the date of the run that rejected them). dead_letters / records over any filter is the dead-letter
--- rate; last_event_at and minutes_since_last_event (whole view, computed at query time) are the freshness.
+-- event, as staged) and records that went to the dead letters, by event date (dead letters whose event time
+-- could not be read: the date of the run that rejected them). dead_letters / records over any filter is the
+-- dead-letter rate; last_event_at and minutes_since_last_event (whole view, computed at query time) are the
+-- freshness. Landed events are counted from the daily intermediate tables (a few rows per day, not every
+-- event again on each query); like the facts, they take in events later than var lookback_days on the next
+-- --full-refresh.
 with
 
 orders as (
 
-    select * from {{ ref('stg_silver__order_events') }}
+    select * from {{ ref('int_orders_daily') }}
 
 ),
 
 inventory as (
 
-    select * from {{ ref('stg_silver__inventory_events') }}
+    select * from {{ ref('int_inventory_daily') }}
 
 ),
 
@@ -25,14 +28,14 @@ dead_letters as (
 outcomes as (
 
     select
-        order_date as activity_date,
+        demand_date as activity_date,
         'landed' as outcome,
         'order' as entity,
         cast(null as string) as stage,  -- noqa: RF04
         cast(null as string) as reason,
-        count(*) as records,
+        cast(sum(order_lines) as {{ dbt.type_bigint() }}) as records,
         0 as dead_letters,
-        max(ordered_at) as last_record_at
+        max(last_ordered_at) as last_record_at
 
     from orders
     group by 1
@@ -45,9 +48,9 @@ outcomes as (
         'inventory' as entity,
         cast(null as string) as stage,  -- noqa: RF04
         cast(null as string) as reason,
-        count(*) as records,
+        cast(sum(inventory_events) as {{ dbt.type_bigint() }}) as records,
         0 as dead_letters,
-        max(recorded_at) as last_record_at
+        max(last_recorded_at) as last_record_at
 
     from inventory
     group by 1
