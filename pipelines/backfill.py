@@ -275,7 +275,9 @@ def run_shard(shard: Shard, dims: Dimensions, settings: Settings, runner: str, b
         dims_side = beam.pvalue.AsSingleton(p | "DimensionsSideInput" >> beam.Create([dims]))
         processed = chunks | "ProcessEvents" >> ProcessEvents(run_info, dims_side)
         dim_tables = p | "DimensionRows" >> beam.Create(shard.dim_rows)
-        silver = processed.silver | "Deduplicate" >> DeduplicateEvents()
+        silver = processed.silver
+        if isinstance(sink, dict):  # BigQuery appends; the lakehouse drops copies as it merges a table's rows
+            silver = silver | "Deduplicate" >> DeduplicateEvents()
         tables_out = (processed.bronze, silver, processed.dead_letter, unreadable, dim_tables)
         outputs = tables_out | "AllTables" >> beam.Flatten()
         if isinstance(sink, dict):  # BigQuery table ids

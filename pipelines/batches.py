@@ -281,7 +281,7 @@ def split_by(table: pa.Table, column: str) -> list[tuple[str | None, pa.Table]]:
     values = table[column]
     uniques = pc.unique(values)
     if len(uniques) == 1:
-        return [(_partition_value(uniques[0].as_py()), table)]
+        return [(partition_value(uniques[0].as_py()), table)]
     table = table.combine_chunks()  # take() on a many-chunk table re-resolves every chunk each call
     order = pc.sort_indices(table, sort_keys=[(column, "ascending", "at_end")])
     col = table[column].take(order).combine_chunks()
@@ -291,12 +291,12 @@ def split_by(table: pa.Table, column: str) -> list[tuple[str | None, pa.Table]]:
     ends = np.r_[starts[1:], len(codes)]
     # take() copies: a slice would drag (and pickle) its parent's whole buffers along
     return [
-        (_partition_value(col[int(s)].as_py()) if valid[s] else None, table.take(order.slice(s, e - s)))
+        (partition_value(col[int(s)].as_py()) if valid[s] else None, table.take(order.slice(s, e - s)))
         for s, e in zip(starts, ends)
     ]
 
 
-def _partition_value(value) -> str | None:
+def partition_value(value) -> str | None:
     if value is None:
         return None
     return value.isoformat() if isinstance(value, dt.date) else str(value)
