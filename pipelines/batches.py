@@ -255,9 +255,10 @@ def enrich(bronze: pa.Table, entity: str, dims: Dimensions, run: RunInfo) -> tup
     unknown_store = pc.invert(found["stores"])
     bad = pc.or_(unknown_store, pc.invert(found["products"]))
     joined = joined.append_column(tables.ARRIVED_LATE, pa.nulls(joined.num_rows, pa.bool_()))  # the stream sets it
-    silver = joined.filter(pc.invert(bad)).select(silver_schema.names).cast(silver_schema)
+    silver = joined.select(silver_schema.names)  # before any filter: filtering copies, and payload is most bytes
     if not pc.any(bad).as_py():
-        return silver, None
+        return silver.cast(silver_schema), None
+    silver = silver.filter(pc.invert(bad)).cast(silver_schema)
     rejects = joined.filter(bad)
     rows = []
     for rec, no_store in zip(rejects.select(["event_id", "event_type", "event_ts", "store_id", "product_id",
