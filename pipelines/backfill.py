@@ -134,8 +134,8 @@ def run(
     DirectRunner executes a pipeline on one core. More than one worker may start processes with `spawn`
     (see `run_shards`), so a calling script needs the usual `if __name__ == "__main__":` guard. Shards
     cannot clobber or double count each other: each replaces only its own files' rows, partition writes
-    take a lock and merge by key, and the first copy in source order wins. A failed run leaves every partition it did
-    not reach as it was.
+    take a lock and merge by key, and the first copy in source order wins. A failed run leaves every
+    partition it did not reach as it was.
     """
     started = time.perf_counter()
     now = now or dt.datetime.now(dt.timezone.utc)
