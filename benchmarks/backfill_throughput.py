@@ -3,10 +3,11 @@
     python benchmarks/backfill_throughput.py                 # ~1M simulated events (1% bad, 2% dup, 2% late)
     python benchmarks/backfill_throughput.py --configs DirectRunner:1,DirectRunner:2,FnApiRunner:1 --events 300000
 
-Prints events/s of each and the ratio. DuckDB only parses and writes (no validation, dead letters,
+Prints events/s of each and the ratio, the CPU time each took (user + system, child processes included)
+per million events, and the load average. DuckDB only parses and writes (no validation, dead letters,
 deduplication or enrichment): it is the ceiling of what reading and writing these files costs here, not
 an equal competitor. Timings include pipeline start-up. The machine is shared and noisy: compare the
-figures of one run, not across runs.
+figures of one run, not across runs; CPU seconds move much less with the load than wall time does.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import argparse
 import datetime as dt
 import json
 import logging
+import os
 import shutil
 import tempfile
 import time
@@ -44,17 +46,32 @@ def make_events(out: Path, events: int, seed: int) -> dict:
                     bad_rate=0.01, dup_rate=0.02, late_rate=0.02)
 
 
-def run_beam(landing: Path, runner: str, workers: int) -> tuple[float, backfill.BackfillResult]:
+class Clock:
+    """Wall and CPU seconds (user + system of this process and of its finished children) since creation."""
+
+    def __init__(self):
+        self.wall, self.cpu0 = time.perf_counter(), self._cpu()
+
+    @staticmethod
+    def _cpu() -> float:
+        t = os.times()
+        return t.user + t.system + t.children_user + t.children_system
+
+    def stop(self) -> tuple[float, float]:
+        return time.perf_counter() - self.wall, self._cpu() - self.cpu0
+
+
+def run_beam(landing: Path, runner: str, workers: int) -> tuple[tuple[float, float], backfill.BackfillResult]:
     with tempfile.TemporaryDirectory(prefix="bench-lake-") as home:
-        started = time.perf_counter()
+        clock = Clock()
         result = backfill.run(str(landing / "events" / "*.jsonl"), str(landing / "dims"), Settings(home=Path(home)),
                               runner=runner, workers=workers)
-        return time.perf_counter() - started, result
+        return clock.stop(), result
 
 
-def run_duckdb(landing: Path) -> tuple[float, int]:
+def run_duckdb(landing: Path) -> tuple[tuple[float, float], int]:
     with tempfile.TemporaryDirectory(prefix="bench-duck-") as out:
-        started = time.perf_counter()
+        clock = Clock()
         con = duckdb.connect()
         con.execute(f"""
             COPY (SELECT *, CAST(event_ts AS DATE) AS event_date
@@ -62,7 +79,7 @@ def run_duckdb(landing: Path) -> tuple[float, int]:
                                  maximum_object_size = 2000000, columns = {contract_columns()}))
             TO '{out}/events' (FORMAT parquet, PARTITION_BY (event_date), COMPRESSION zstd)""")
         rows = con.execute(f"SELECT count(*) FROM read_parquet('{out}/events/**/*.parquet')").fetchone()[0]
-        return time.perf_counter() - started, rows
+        return clock.stop(), rows
 
 
 def contract_columns() -> dict[str, str]:
@@ -87,16 +104,22 @@ def main() -> None:
     manifest = make_events(args.data, args.events, args.seed)
     lines = manifest["lines_total"]
     print(f"input: {lines:,} lines in {len(manifest['files'])} files ({args.data})")
-    duck_s, duck_rows = run_duckdb(args.data)
-    print(f"duckdb read_json -> parquet : {duck_s:6.1f} s  {lines / duck_s:>10,.0f} lines/s  ({duck_rows:,} rows kept)")
+    (duck_s, duck_cpu), duck_rows = run_duckdb(args.data)
+    print(f"duckdb read_json -> parquet : {duck_s:6.1f} s  {lines / duck_s:>10,.0f} lines/s  "
+          f"{cpu_note(duck_cpu, lines)}  ({duck_rows:,} rows kept)")
     for config in args.configs.split(","):
         runner, _, workers = config.partition(":")
-        seconds, result = run_beam(args.data, runner, int(workers or 1))
+        (seconds, cpu), result = run_beam(args.data, runner, int(workers or 1))
         print(f"beam backfill ({runner} x{workers or 1}): {seconds:6.1f} s  {lines / seconds:>10,.0f} events/s  "
-              f"(silver {result.silver_rows:,}, dead letters {sum(result.dead_letters.values()):,}, "
-              f"duplicates {result.duplicates:,}, reconciles={result.reconciles})  "
-              f"ratio duckdb/beam = {(lines / duck_s) / (lines / seconds):.1f}x")
+              f"{cpu_note(cpu, lines)}  (silver {result.silver_rows:,}, dead letters "
+              f"{sum(result.dead_letters.values()):,}, duplicates {result.duplicates:,}, "
+              f"reconciles={result.reconciles})  ratio duckdb/beam = {(lines / duck_s) / (lines / seconds):.1f}x")
     print("target: beam backfill >= 100,000 events/s")
+
+
+def cpu_note(cpu: float, lines: int) -> str:
+    load = "/".join(f"{x:.1f}" for x in os.getloadavg())
+    return f"cpu {cpu:5.1f} s = {cpu / lines * 1e6:4.1f} cpu-s per 1M events  (load {load}, {os.cpu_count()} cores)"
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import json
 import logging
 import multiprocessing as mp
 import os
+import threading
 import time
 import uuid
 from collections import Counter
@@ -130,11 +131,11 @@ def run(
 
     Locally the input files can be split into `workers` shards (`default_workers()` picks one per core
     for inputs over 64 MB; the CLI does), each run by the DirectRunner in its own process: the
-    DirectRunner executes a pipeline on one core. More than one worker starts processes with `spawn`, so
-    a calling script needs the usual `if __name__ == "__main__":` guard. Shards cannot clobber or
-    double count each other: each replaces only its own files' rows, partition writes take a lock and
-    merge by key, and the first copy in source order wins. A failed run leaves every partition it did
-    not reach as it was.
+    DirectRunner executes a pipeline on one core. More than one worker may start processes with `spawn`
+    (see `run_shards`), so a calling script needs the usual `if __name__ == "__main__":` guard. Shards
+    cannot clobber or double count each other: each replaces only its own files' rows, partition writes
+    take a lock and merge by key, and the first copy in source order wins. A failed run leaves every
+    partition it did not reach as it was.
     """
     started = time.perf_counter()
     now = now or dt.datetime.now(dt.timezone.utc)
@@ -186,11 +187,12 @@ def run(
 
 def run_shards(jobs: list[Shard], args: tuple) -> dict[str, int]:
     """Run every shard's pipeline; counters added up. This process runs the first shard itself while the
-    others start (a new process spends a few seconds importing Beam). Processes are spawned: forking a
-    process that runs threads (Beam, the CLI's progress bar) is unsafe."""
+    others start. A process with no other thread is forked: the children start at once with Beam imported.
+    Otherwise (the CLI's progress bar, a finished pipeline's threads) they are spawned, since forking a
+    process that runs threads is unsafe, and each spends a few seconds importing Beam first."""
     if len(jobs) == 1:
         return run_shard(jobs[0], *args)
-    ctx = mp.get_context("spawn")
+    ctx = mp.get_context("fork" if threading.active_count() == 1 else "spawn")
     with ProcessPoolExecutor(len(jobs) - 1, mp_context=ctx, initializer=progress.attach,
                              initargs=(progress.share(ctx),)) as pool:
         others = [pool.submit(run_shard, job, *args) for job in jobs[1:]]
@@ -275,7 +277,9 @@ def run_shard(shard: Shard, dims: Dimensions, settings: Settings, runner: str, b
         dims_side = beam.pvalue.AsSingleton(p | "DimensionsSideInput" >> beam.Create([dims]))
         processed = chunks | "ProcessEvents" >> ProcessEvents(run_info, dims_side)
         dim_tables = p | "DimensionRows" >> beam.Create(shard.dim_rows)
-        silver = processed.silver | "Deduplicate" >> DeduplicateEvents()
+        silver = processed.silver
+        if isinstance(sink, dict):  # BigQuery appends; the lakehouse drops copies as it merges a table's rows
+            silver = silver | "Deduplicate" >> DeduplicateEvents()
         tables_out = (processed.bronze, silver, processed.dead_letter, unreadable, dim_tables)
         outputs = tables_out | "AllTables" >> beam.Flatten()
         if isinstance(sink, dict):  # BigQuery table ids

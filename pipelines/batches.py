@@ -255,9 +255,10 @@ def enrich(bronze: pa.Table, entity: str, dims: Dimensions, run: RunInfo) -> tup
     unknown_store = pc.invert(found["stores"])
     bad = pc.or_(unknown_store, pc.invert(found["products"]))
     joined = joined.append_column(tables.ARRIVED_LATE, pa.nulls(joined.num_rows, pa.bool_()))  # the stream sets it
-    silver = joined.filter(pc.invert(bad)).select(silver_schema.names).cast(silver_schema)
+    silver = joined.select(silver_schema.names)  # before any filter: filtering copies, and payload is most bytes
     if not pc.any(bad).as_py():
-        return silver, None
+        return silver.cast(silver_schema), None
+    silver = silver.filter(pc.invert(bad)).cast(silver_schema)
     rejects = joined.filter(bad)
     rows = []
     for rec, no_store in zip(rejects.select(["event_id", "event_type", "event_ts", "store_id", "product_id",
@@ -281,7 +282,7 @@ def split_by(table: pa.Table, column: str) -> list[tuple[str | None, pa.Table]]:
     values = table[column]
     uniques = pc.unique(values)
     if len(uniques) == 1:
-        return [(_partition_value(uniques[0].as_py()), table)]
+        return [(partition_value(uniques[0].as_py()), table)]
     table = table.combine_chunks()  # take() on a many-chunk table re-resolves every chunk each call
     order = pc.sort_indices(table, sort_keys=[(column, "ascending", "at_end")])
     col = table[column].take(order).combine_chunks()
@@ -291,12 +292,12 @@ def split_by(table: pa.Table, column: str) -> list[tuple[str | None, pa.Table]]:
     ends = np.r_[starts[1:], len(codes)]
     # take() copies: a slice would drag (and pickle) its parent's whole buffers along
     return [
-        (_partition_value(col[int(s)].as_py()) if valid[s] else None, table.take(order.slice(s, e - s)))
+        (partition_value(col[int(s)].as_py()) if valid[s] else None, table.take(order.slice(s, e - s)))
         for s, e in zip(starts, ends)
     ]
 
 
-def _partition_value(value) -> str | None:
+def partition_value(value) -> str | None:
     if value is None:
         return None
     return value.isoformat() if isinstance(value, dt.date) else str(value)

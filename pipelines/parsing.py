@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import msgspec
@@ -60,7 +61,7 @@ class Limits:
     max_payload_bytes: int = 1_000_000
     max_future_skew: dt.timedelta = dt.timedelta(hours=24)
 
-    @property
+    @cached_property  # read once per event
     def latest_event_ts(self) -> dt.datetime:
         return self.now + self.max_future_skew
 

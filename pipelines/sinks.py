@@ -25,6 +25,7 @@ import os
 from collections.abc import Iterable
 from contextlib import contextmanager
 from pathlib import Path
+from typing import NamedTuple
 
 import apache_beam as beam
 import numpy as np
@@ -33,8 +34,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipelines import tables
-from pipelines.batches import first_copies, split_by
-from pipelines.transforms import count, key_by_partition
+from pipelines.batches import drop_duplicates, first_copies, partition_value, split_by
+from pipelines.transforms import count
 
 HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
 #: (nearly) unique per row: a Parquet dictionary only costs time there (measured ~15% of a bronze write)
@@ -151,13 +152,21 @@ class LakeTable:
         return sum(pc.sum(self._rows_from(value, value_set).cast(pa.int64())).as_py() or 0
                    for value in self.partitions())
 
-    def merge_partition(self, value: str | None, new: pa.Table | None, sources: frozenset[str]) -> tuple[int, int]:
-        """Replace this partition's rows from `sources` with `new`; returns (new rows kept, copies dropped)."""
+    def merge_partition(self, value: str | None, new: pa.Table | None, sources: frozenset[str],
+                        in_file_order: bool = False) -> tuple[int, int]:
+        """Replace this partition's rows from `sources` with `new`; returns (new rows kept, copies dropped).
+
+        `in_file_order`: `new` is sorted as the files keep rows (`file_order`) and has no two rows with one
+        key, so a partition that has no file yet takes it as it is."""
         schema = self.spec.schema
         new = new.select(schema.names).cast(schema) if new is not None else schema.empty_table()
         received = new.num_rows
         with self.lock():
             files = self.partition_files(value)
+            if not files and in_file_order:
+                if new.num_rows:
+                    self.write_partition(value, new)
+                return new.num_rows, 0
             if files:
                 ours = pa.array(sorted(sources), pa.string())
                 if new.num_rows == 0 and not self._holds_any(value, ours):
@@ -170,8 +179,8 @@ class LakeTable:
                     return 0, 0
                 old = schema.empty_table()
             merged, kept_new = pa.concat_tables([old, new]), new.num_rows
-            # New rows alone are unique already (the pipeline deduplicates, dimension keys are checked on
-            # load), so only a merge with old rows needs the key. Events: the first copy in (source_uri,
+            # New rows alone are unique already (MergeTable and the stream drop copies, dimension keys are
+            # checked on load), so only a merge with old rows needs the key. Events: the first copy in (source_uri,
             # source_line) order wins, whichever run loaded it and when: the table is a function of the set
             # of sources loaded, not of their order. Dimensions: the latest load wins.
             if self.spec.key and new.num_rows and old.num_rows:
@@ -224,7 +233,12 @@ def _atomic_write(table: pa.Table, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     dictionary = [c for c in table.column_names if c not in _NO_DICTIONARY]
-    pq.write_table(table, tmp, compression="zstd", use_dictionary=dictionary, write_statistics=True)
+    # Encoded in memory and written in one go: the writer's many small writes to a file cost ~1 ms per file
+    # here (syscalls are dear on this VM), about as much as encoding a partition of a few thousand rows.
+    buffer = pa.BufferOutputStream()
+    pq.write_table(table, buffer, compression="zstd", use_dictionary=dictionary, write_statistics=True)
+    with open(tmp, "wb") as f:
+        f.write(buffer.getvalue())
     os.replace(tmp, path)
 
 
@@ -320,8 +334,11 @@ def add_to_windows(root: Path, rows: pa.Table) -> int:
 
 
 class WriteToLakehouse(beam.PTransform):
-    """(table fqn, pyarrow.Table) -> one merged Parquet file per (table, partition) under `root`.
+    """(table fqn, pyarrow.Table) -> the tables' partitions merged into Parquet files under `root`.
 
+    All rows of a table meet in one place (a GroupByKey on the table name), are sorted once into the order
+    the files keep (partition, then event time and source), lose their copies (tables with a key: the first
+    copy in (source_uri, source_line) order wins) and are cut into partitions, each merged into its folder.
     `sources` are the input URIs this run owns: their earlier rows are replaced. `existing` lists
     (fqn, partition) pairs already on disk, so partitions this run no longer produces are swept too.
     """
@@ -331,35 +348,82 @@ class WriteToLakehouse(beam.PTransform):
         self.root, self.sources, self.existing = Path(root), frozenset(sources), list(existing)
 
     def expand(self, pcoll):
-        keyed = pcoll | "KeyByPartition" >> beam.FlatMap(key_by_partition)
         sweep = (
             pcoll.pipeline
             | "ListExistingPartitions" >> beam.Create(self.existing)
-            | "KeyForSweep" >> beam.Map(lambda key: (key, None))
+            | "KeyForSweep" >> beam.MapTuple(lambda fqn, value: (fqn, _OnDisk(value)))
         )
         return (
-            (keyed, sweep)
+            (pcoll, sweep)
             | "WithExistingPartitions" >> beam.Flatten()
-            | "GroupByPartition" >> beam.GroupByKey()
-            | "MergeIntoPartition" >> beam.ParDo(MergePartition(self.root, self.sources))
+            | "GroupByTable" >> beam.GroupByKey()
+            | "MergeIntoPartitions" >> beam.ParDo(MergeTable(self.root, self.sources))
         )
 
 
-class MergePartition(beam.DoFn):
-    """((fqn, partition), [tables or None]) -> the partition file rewritten; yields (fqn, partition, rows)."""
+class _OnDisk(NamedTuple):
+    """A partition the lakehouse holds before the run (to sweep if the run brings it nothing)."""
+
+    value: str | None
+
+
+class MergeTable(beam.DoFn):
+    """(fqn, [tables and _OnDisk markers]) -> each partition file rewritten; yields (fqn, partition, rows)."""
 
     def __init__(self, root: Path, sources: frozenset[str]):
         self.root, self.sources = root, sources
 
     def process(self, element):
-        (fqn, value), parts = element
-        parts = [p for p in parts if p is not None and p.num_rows]
-        new = pa.concat_tables(parts) if parts else None
-        written, dropped = LakeTable(self.root, tables.TABLES[fqn]).merge_partition(value, new, self.sources)
-        count(f"rows_written.{fqn}", written)
-        if dropped:  # a dimension row defined again by another file is not an event duplicate
-            count("duplicates_removed" if fqn in tables.SILVER_EVENTS else f"rows_superseded.{fqn}", dropped)
-        yield fqn, value, written
+        fqn, values = element
+        lake = LakeTable(self.root, tables.TABLES[fqn])
+        spec, parts, on_disk = lake.spec, [], set()
+        for value in values:
+            if isinstance(value, _OnDisk):
+                on_disk.add(value.value)
+            elif value.num_rows:
+                parts.append(value if value.schema.equals(spec.schema) else value.select(spec.schema.names)
+                             .cast(spec.schema))
+        new = file_order(pa.concat_tables(parts), spec) if parts else spec.empty()
+        if spec.key and new.num_rows > 1:  # copies within the run; merge_partition handles those of earlier loads
+            new, copies = drop_duplicates(new, list(spec.key), ["source_uri", "source_line"])
+            count_superseded(fqn, copies)
+        for value, part in contiguous_partitions(new, spec.partition_by):
+            on_disk.discard(value)
+            yield fqn, value, self.merge(lake, value, part)
+        for value in sorted(on_disk, key=str):  # a sweep: nothing of ours here any more
+            yield fqn, value, self.merge(lake, value, None)
+
+    def merge(self, lake: LakeTable, value: str | None, part: pa.Table | None) -> int:
+        written, dropped = lake.merge_partition(value, part, self.sources, in_file_order=part is not None)
+        count(f"rows_written.{lake.spec.fqn}", written)
+        count_superseded(lake.spec.fqn, dropped)
+        return written
+
+
+def count_superseded(fqn: str, n: int) -> None:
+    """Count rows dropped for a key seen before: copies of an event, or a dimension row defined again."""
+    if n:
+        count("duplicates_removed" if fqn in tables.SILVER_EVENTS else f"rows_superseded.{fqn}", n)
+
+
+def file_order(table: pa.Table, spec: tables.TableSpec) -> pa.Table:
+    """The rows in the order partition files keep them: by partition (null last), then `_sort_keys`."""
+    first = [spec.partition_by] if spec.partition_by else []
+    keys = [(c, "ascending", "at_end") for c in dict.fromkeys([*first, *(c for c, _ in _sort_keys(spec))])]
+    return table.take(pc.sort_indices(table, sort_keys=keys))
+
+
+def contiguous_partitions(table: pa.Table, column: str | None) -> list[tuple[str | None, pa.Table]]:
+    """(partition value, rows) of a table sorted by its partition column: zero-copy slices, in order."""
+    if column is None:
+        return [(None, table)]
+    if table.num_rows == 0:
+        return []
+    col = table[column].combine_chunks()
+    codes = pc.dictionary_encode(col).indices.fill_null(-1).to_numpy(zero_copy_only=False)
+    starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
+    ends = np.r_[starts[1:], len(codes)]
+    return [(partition_value(col[int(s)].as_py()), table.slice(s, e - s)) for s, e in zip(starts, ends)]
 
 
 # ---- BigQuery --------------------------------------------------------------------------------

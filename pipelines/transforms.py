@@ -161,24 +161,6 @@ class ParseEvents(beam.DoFn):
             yield beam.pvalue.TaggedOutput(DEAD_LETTER, (tables.DEAD_LETTER.fqn, parsed.dead_letters))
 
 
-def key_by_partition(element):
-    """(fqn, table) -> ((fqn, partition value), rows of that partition) for each partition in the table."""
-    fqn, table = element
-    spec = tables.TABLES[fqn]
-    if spec.partition_by is None:
-        yield (fqn, None), table
-        return
-    for value, part in split_by(table, spec.partition_by):
-        yield (fqn, value), part
-
-
-class GroupByPartition(beam.PTransform):
-    """(fqn, table) -> ((fqn, partition value), [tables]): every row of a table partition in one place."""
-
-    def expand(self, pcoll):
-        return pcoll | "KeyByPartition" >> beam.FlatMap(key_by_partition) | "GroupByPartition" >> beam.GroupByKey()
-
-
 def _key_by_event_id_bucket(element, buckets: int):
     """(fqn, events) -> ((fqn, bucket), [event_date, event_id, source_uri, source_line]) per bucket present."""
     fqn, table = element

@@ -2,7 +2,7 @@
 
 Covers ReadLineChunks (line numbering, chunking, every byte kept, .gz, no trailing newline), ParseEvents and
 EnrichEvents (tagged valid / dead_letter outputs, counters), DeduplicateEvents (one row per event_id per
-table, the first in (source_uri, source_line) order, the duplicates_removed counter), GroupByPartition, and
+table, the first in (source_uri, source_line) order, the duplicates_removed counter), WriteToLakehouse, and
 ProcessEvents end to end from files, where the counts must reconcile: lines read = silver rows after
 deduplication + dead letters + duplicates removed. Elements are Arrow tables, so every assertion first maps
 them to plain values. Runs on the BundleBasedDirectRunner, as `lakehouse backfill` does locally.
@@ -25,16 +25,15 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from pipelines import tables, transforms
 from pipelines.batches import LineChunk, enrich, parse_chunk
+from pipelines.sinks import LakeTable, WriteToLakehouse
 from pipelines.transforms import (
     DEAD_LETTER,
     NAMESPACE,
     DeduplicateEvents,
     EnrichEvents,
-    GroupByPartition,
     ParseEvents,
     ProcessEvents,
     ReadLineChunks,
-    key_by_partition,
 )
 
 RUNNER = "BundleBasedDirectRunner"
@@ -268,47 +267,42 @@ def test_deduplicate_keeps_exactly_one_of_copies_sharing_a_source_position(sourc
     run(p)
 
 
-# ---- GroupByPartition --------------------------------------------------------------------------
-def test_group_by_partition_brings_all_rows_of_a_table_date_together(run_info, dims, line):
+# ---- WriteToLakehouse --------------------------------------------------------------------------
+def test_write_to_lakehouse_cuts_tables_into_partitions_in_file_order_with_one_copy_per_key(tmp_path, run_info,
+                                                                                            dims, line):
     day1, day2 = "2025-03-01T10:00:00Z", "2025-03-02T10:00:00Z"
-    chunk_a = LineChunk("file:///in/a.jsonl", 1, [line(event_id="a1", event_ts=day1), line(event_id="a2",
-                        event_ts=day2), line("inventory_snapshot", event_id="a3", event_ts=day1), b"oops"])
+    chunk_a = LineChunk("file:///in/a.jsonl", 1, [line(event_id="a1", event_ts=day2), line(event_id="a2",
+                        event_ts="2025-03-01T09:00:00Z"), line(event_id="b2", event_ts=day1), b"oops"])
     chunk_b = LineChunk("file:///in/b.jsonl", 1, [line(event_id="b1", event_ts=day2), line(event_id="b2",
-                        event_ts=day1), line(event_id="b3", unit_price=-1.0, event_ts=day2)])
+                        event_ts=day1), line(event_id="a2", event_ts="2025-03-01T09:00:00Z")])
     elements = []
-    for chunk in (chunk_a, chunk_b):
+    for chunk in (chunk_b, chunk_a):  # arrival order must not matter
         result = parse_chunk(chunk, run_info)
-        elements += [(tables.bronze_events(e).fqn, t) for e, t in result.events.items()]
-        elements.append((DEAD, result.dead_letters))
-    products = tables.dimension("products")
-    elements.append((products.fqn, products.empty()))  # not partitioned: one group for the whole table
-
-    def flatten(element):
-        (fqn, date), parts = element
-        parts = list(parts)
-        column = "source_line" if fqn == DEAD else "event_id" if "event_id" in parts[0].column_names else None
-        values = sorted(v for t in parts for v in (t[column].to_pylist() if column else [None] * t.num_rows))
-        return fqn, date, values
+        bronze = result.events["order"]
+        elements += [(BRONZE_ORDERS, bronze), (SILVER_ORDERS, enrich(bronze, "order", dims, run_info)[0])]
+        if result.dead_letters is not None:
+            elements.append((DEAD, result.dead_letters))
+    stale = (SILVER_ORDERS, "2025-02-01")  # a partition on disk this run brings nothing to: swept, kept
+    LakeTable(tmp_path, tables.TABLES[SILVER_ORDERS]).write_partition(stale[1], tables.TABLES[SILVER_ORDERS].empty())
 
     p = new_pipeline()
-    grouped = p | beam.Create(elements) | GroupByPartition()
-    assert_that(grouped | beam.Map(flatten), equal_to([
-        (BRONZE_ORDERS, "2025-03-01", ["a1", "b2"]),
-        (BRONZE_ORDERS, "2025-03-02", ["a2", "b1"]),
-        (BRONZE_INVENTORY, "2025-03-01", ["a3"]),
-        (DEAD, None, [4]),
-        (DEAD, "2025-03-02", [3]),
-        (products.fqn, None, []),
-    ]))
-    run(p)
+    written = p | beam.Create(elements) | WriteToLakehouse(tmp_path, ["file:///in/a.jsonl", "file:///in/b.jsonl"],
+                                                           [stale])
+    assert_that(written, equal_to([(BRONZE_ORDERS, "2025-03-01", 4), (BRONZE_ORDERS, "2025-03-02", 2),
+                                   (SILVER_ORDERS, "2025-03-01", 2), (SILVER_ORDERS, "2025-03-02", 2),
+                                   (SILVER_ORDERS, "2025-02-01", 0), (DEAD, None, 1)]))
+    assert counters(run(p), "duplicates")["duplicates_removed"] == 2
 
+    def stored(fqn, day):
+        table = LakeTable(tmp_path, tables.TABLES[fqn]).read_partition(day)
+        return list(zip(table["event_id"].to_pylist(), (Path(u).name for u in table["source_uri"].to_pylist()),
+                        table["source_line"].to_pylist()))
 
-def test_key_by_partition_splits_one_table_by_its_partition_column(run_info, line):
-    lines = [line(event_id=f"e-{d}", event_ts=f"2025-03-0{d}T12:00:00Z") for d in (1, 2, 1, 3)]
-    table = parse_chunk(LineChunk("file:///in/a.jsonl", 1, lines), run_info).events["order"]
-    keyed = [(key, part["event_id"].to_pylist()) for key, part in key_by_partition((BRONZE_ORDERS, table))]
-    assert keyed == [((BRONZE_ORDERS, "2025-03-01"), ["e-1", "e-1"]), ((BRONZE_ORDERS, "2025-03-02"), ["e-2"]),
-                     ((BRONZE_ORDERS, "2025-03-03"), ["e-3"])]
+    # rows in event time, then source order; of two copies the first in (source_uri, source_line) order stays
+    assert stored(BRONZE_ORDERS, "2025-03-01") == [("a2", "a.jsonl", 2), ("a2", "b.jsonl", 3), ("b2", "a.jsonl", 3),
+                                                   ("b2", "b.jsonl", 2)]
+    assert stored(SILVER_ORDERS, "2025-03-01") == [("a2", "a.jsonl", 2), ("b2", "a.jsonl", 3)]
+    assert stored(SILVER_ORDERS, "2025-03-02") == [("a1", "a.jsonl", 1), ("b1", "b.jsonl", 1)]
 
 
 # ---- ProcessEvents, end to end -----------------------------------------------------------------
