@@ -221,7 +221,9 @@ def lean_prophet() -> type:
     """Prophet with the same fit and the same point forecast, minus three costs measured on this project's
     fits (~0.25 CPU-s each, three quarters of it Python around a ~0.07 s Stan optimisation):
     - `regressor_column_matrix` (which feature column belongs to which component: a pandas crosstab, twice
-      per fit) is a function of the column names and the model's settings only, so it is memoised;
+      per fit) is a function of the column names and the model's settings only, so it is memoised, and so
+      are the holiday features (a Python loop over every holiday and day): once per span of days, and any
+      set of days in it (a history without its stock-out days, a backtest fold) takes its rows;
     - the data for Stan goes to cmdstanpy as numpy arrays, not as nested lists (stanio converts arrays to
       JSON in C but walks lists element by element in Python);
     - `yhat(future)` computes the point forecast from the fitted parameters as `predict` does (trend x
@@ -250,6 +252,27 @@ def lean_prophet() -> type:
             cols, new_modes = hit
             return cols.copy(), {m: list(v) for m, v in new_modes.items()}
 
+        def make_holiday_features(self, dates, holidays):
+            days = dates.to_numpy().astype("datetime64[D]")
+            if not len(days) or not np.array_equal(days.astype(dates.dtype), dates.to_numpy()):
+                return super().make_holiday_features(dates, holidays)  # not whole days
+            # the features of any set of days are the rows of those days in the features of every day from
+            # the first to the last (the columns depend on the holidays only): compute those once per span
+            first, last = days.min(), days.max()
+            key = (first, last, tuple(holidays.columns),
+                   pd.util.hash_pandas_object(holidays, index=False).to_numpy().tobytes(), self.holidays_prior_scale)
+            hit = _HOLIDAY_FEATURES.get(key)
+            if hit is None:
+                if len(_HOLIDAY_FEATURES) >= CACHE_SIZE:
+                    _HOLIDAY_FEATURES.clear()
+                every_day = pd.Series(pd.date_range(str(first), str(last), freq="D"))
+                hit = _HOLIDAY_FEATURES[key] = super().make_holiday_features(every_day, holidays)
+            features, priors, names = hit
+            if self.train_holiday_names is None:  # as Prophet's own: the holidays seen in the fit
+                self.train_holiday_names = pd.Series(names)
+            rows = (days - first).astype(int)
+            return features.iloc[rows].reset_index(drop=True), list(priors), list(names)
+
         def yhat(self, future: pd.DataFrame) -> np.ndarray:
             df, _ = self._prepare_regressors_for_predict(future.copy(), None)
             df = self.setup_dataframe(df)
@@ -263,8 +286,11 @@ def lean_prophet() -> type:
     return LeanProphet
 
 
-#: regressor_column_matrix results by (columns, modes, holidays, regressors, training columns)
+#: regressor_column_matrix results by (columns, modes, holidays, regressors, training columns), and holiday
+#: features by (first day, last day, holidays): series on one calendar share them (and their folds' spans)
 _COMPONENT_COLS: dict[tuple, tuple] = {}
+_HOLIDAY_FEATURES: dict[tuple, tuple] = {}
+CACHE_SIZE = 256
 
 
 def _stan_arrays(init: dict, data: dict) -> tuple[dict, dict]:

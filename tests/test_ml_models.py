@@ -214,3 +214,28 @@ def test_to_series_marks_the_days_a_store_traded():
                           "units_ordered": [0.0, 0.0, 2.0, 0.0]})
     p1, p2 = data.to_series(frame, "D")
     assert p1.store_open.tolist() == p2.store_open.tolist() == [True, False]
+
+
+@pytest.mark.slow
+def test_lean_prophet_fits_and_forecasts_exactly_as_prophet():
+    """The project's Prophet (memoised component matrix, numpy data for Stan, yhat from the parameters) gives
+    the same parameters and the same yhat as plain Prophet's fit and predict on the same inputs."""
+    from prophet import Prophet
+
+    rng = np.random.default_rng(1)
+    n = 120
+    ds = pd.date_range("2024-11-01", periods=n + 7)
+    promo = (np.arange(n + 7) % 17 < 3).astype(float)
+    history = pd.DataFrame({"ds": ds[:n], "y": rng.poisson(5 * (1 + promo[:n])).astype(float), "promo": promo[:n]})
+    history.loc[[30, 54, 55], "y"] = np.nan  # days left out of the fit (stock-outs): the holiday rows must match
+    future = pd.DataFrame({"ds": ds[n:], "promo": promo[n:]})
+    fitted = []
+    for cls in (Prophet, models.lean_prophet()):
+        m = cls(weekly_seasonality=3, yearly_seasonality=False, holidays=models.holiday_frame("GB", 2024, 2025),
+                seasonality_mode="multiplicative", uncertainty_samples=0)
+        m.add_regressor("promo", mode="multiplicative")
+        fitted.append(m.fit(history.copy()))
+    plain, lean = fitted
+    for name in ("k", "m", "sigma_obs", "delta", "beta"):
+        assert np.array_equal(plain.params[name], lean.params[name]), name
+    assert np.array_equal(lean.yhat(future), plain.predict(future)["yhat"].to_numpy())
