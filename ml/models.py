@@ -222,8 +222,8 @@ def lean_prophet() -> type:
     fits (~0.25 CPU-s each, three quarters of it Python around a ~0.07 s Stan optimisation):
     - `regressor_column_matrix` (which feature column belongs to which component: a pandas crosstab, twice
       per fit) is a function of the column names and the model's settings only, so it is memoised, and so
-      are the holiday features (a Python loop over every holiday and day): once per span of days, and any
-      set of days in it (a history without its stock-out days, a backtest fold) takes its rows;
+      are the holiday and Fourier features, row by row functions of the day: computed once per span of days,
+      any set of days in it (a history without its stock-out days, a fold, a horizon) takes its rows;
     - the data for Stan goes to cmdstanpy as numpy arrays, not as nested lists (stanio converts arrays to
       JSON in C but walks lists element by element in Python);
     - `yhat(future)` computes the point forecast from the fitted parameters as `predict` does (trend x
@@ -253,25 +253,29 @@ def lean_prophet() -> type:
             return cols.copy(), {m: list(v) for m, v in new_modes.items()}
 
         def make_holiday_features(self, dates, holidays):
-            days = dates.to_numpy().astype("datetime64[D]")
-            if not len(days) or not np.array_equal(days.astype(dates.dtype), dates.to_numpy()):
-                return super().make_holiday_features(dates, holidays)  # not whole days
-            # the features of any set of days are the rows of those days in the features of every day from
-            # the first to the last (the columns depend on the holidays only): compute those once per span
-            first, last = days.min(), days.max()
-            key = (first, last, tuple(holidays.columns),
+            span = _day_span(dates)
+            if span is None:
+                return super().make_holiday_features(dates, holidays)
+            first, last, rows = span
+            key = ("holidays", first, last, tuple(holidays.columns),
                    pd.util.hash_pandas_object(holidays, index=False).to_numpy().tobytes(), self.holidays_prior_scale)
-            hit = _HOLIDAY_FEATURES.get(key)
-            if hit is None:
-                if len(_HOLIDAY_FEATURES) >= CACHE_SIZE:
-                    _HOLIDAY_FEATURES.clear()
-                every_day = pd.Series(pd.date_range(str(first), str(last), freq="D"))
-                hit = _HOLIDAY_FEATURES[key] = super().make_holiday_features(every_day, holidays)
-            features, priors, names = hit
+            features, priors, names = _cached(key, lambda: super(LeanProphet, self).make_holiday_features(
+                pd.Series(pd.date_range(str(first), str(last), freq="D")), holidays))
             if self.train_holiday_names is None:  # as Prophet's own: the holidays seen in the fit
                 self.train_holiday_names = pd.Series(names)
-            rows = (days - first).astype(int)
             return features.iloc[rows].reset_index(drop=True), list(priors), list(names)
+
+        @classmethod
+        def make_seasonality_features(cls, dates, period, series_order, prefix):
+            span = _day_span(dates)
+            if span is None:
+                return super().make_seasonality_features(dates, period, series_order, prefix)
+            first, last, rows = span
+            features = _cached(("fourier", first, last, period, series_order, prefix),
+                               lambda: super(LeanProphet, cls).make_seasonality_features(
+                                   pd.Series(pd.date_range(str(first), str(last), freq="D")), period, series_order,
+                                   prefix))
+            return features.iloc[rows].reset_index(drop=True)
 
         def yhat(self, future: pd.DataFrame) -> np.ndarray:
             df, _ = self._prepare_regressors_for_predict(future.copy(), None)
@@ -286,11 +290,30 @@ def lean_prophet() -> type:
     return LeanProphet
 
 
-#: regressor_column_matrix results by (columns, modes, holidays, regressors, training columns), and holiday
-#: features by (first day, last day, holidays): series on one calendar share them (and their folds' spans)
+#: regressor_column_matrix results by (columns, modes, holidays, regressors, training columns)
 _COMPONENT_COLS: dict[tuple, tuple] = {}
-_HOLIDAY_FEATURES: dict[tuple, tuple] = {}
+#: holiday and Fourier features of every day of a span: series on one calendar share them (and their folds')
+_FEATURES: dict[tuple, object] = {}
 CACHE_SIZE = 256
+
+
+def _day_span(dates: pd.Series) -> tuple[np.datetime64, np.datetime64, np.ndarray] | None:
+    """(first day, last day, each date's row in the span) when every date is a whole day, else None."""
+    values = dates.to_numpy()
+    days = values.astype("datetime64[D]")
+    if not len(days) or dates.dt.tz is not None or not np.array_equal(days.astype(values.dtype), values):
+        return None
+    first = days.min()
+    return first, days.max(), (days - first).astype(int)
+
+
+def _cached(key: tuple, compute):
+    hit = _FEATURES.get(key)
+    if hit is None:
+        if len(_FEATURES) >= CACHE_SIZE:
+            _FEATURES.clear()
+        hit = _FEATURES[key] = compute()
+    return hit
 
 
 def _stan_arrays(init: dict, data: dict) -> tuple[dict, dict]:
