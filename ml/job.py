@@ -4,7 +4,8 @@
     python -c "from ml.job import run; from pipelines.config import get_settings; print(run(get_settings()))"
 
 Steps (one Beam element per store x product series):
-    CreateSeries (locally) or ReadDemand -> SeriesFromRows (Dataflow: the workers read BigQuery)
+    SeriesFile -> ReadSeries (the launcher's series, staged as one file) or ReadDemand -> SeriesFromRows
+    (Dataflow: the workers read BigQuery)
     -> KeyByShard -> GroupByShard -> FitShard (backtest, choose, refit, forecast; intervals calibrated on the
     shard's pooled backtest errors; writes the shard's rows as Parquet and its Prophet models as JSON under
     the run's staging folder; yields (shard, series count))
@@ -14,13 +15,14 @@ Re-running with the same run_id replaces that run's rows and leaves every other 
 
 Where things go (`ml_root(settings)`: $LAKEHOUSE_HOME/ml locally, gs://BUCKET/ml on gcp):
     ML_ROOT/runs/<run_id>/<table>/shard-*.parquet     what the workers produced (the staging area)
+    ML_ROOT/runs/<run_id>/series.pickle               the launcher's series, for its own pipeline to read
     ML_ROOT/models/<run_id>/<store_id>/<product_id>.json   fitted Prophet models (prophet.serialize), never pickled
 
 Locally the DirectRunner (in memory) runs one shard and FitShard spreads its series over a process pool,
 one process per core, each with its own temp directory for cmdstanpy. Beam's own multi_processing mode
 was measured first and ran 2-4x slower here than one in-memory worker (30 series: 26 s vs 7 s; 100: 34 s
 vs 15 s; each SDK worker process starts Beam, Prophet and matplotlib from scratch, elements cross gRPC).
-With `--runner DataflowRunner` the same pipeline runs on Dataflow with many small shards and no pool
+With `--runner DataflowRunner` the same pipeline runs on Dataflow with shards of SERIES_PER_SHARD and no pool
 (options from the settings, this distribution as the setup file, the forecasting libraries pinned).
 """
 
@@ -33,6 +35,7 @@ import json
 import logging
 import multiprocessing as mp
 import os
+import pickle
 import shutil
 import subprocess
 import tempfile
@@ -63,6 +66,7 @@ from pipelines.sinks import LakeTable
 log = logging.getLogger("lakehouse.forecast")
 OUTPUTS = tables.written_by("forecast")  # ml.forecasts, ml.forecast_runs, ml.backtest_metrics
 SCORES = "scores"  # staging only: the exact sums behind the run's pooled metrics
+SERIES_FILE = "series.pickle"  # staging only: the launcher's series, read by the pipeline
 #: series per shard on Dataflow: enough that a shard's pooled backtest errors place a 95% bound (50 series
 #: x 3 folds x 28 days = 4,200 errors), few enough to spread tens of thousands of series over many workers
 SERIES_PER_SHARD = 50
@@ -389,7 +393,13 @@ def _run_pipeline(settings, source, freq, count, config, run_id, staging, models
     pipeline = beam.Pipeline(options=options)
     kind, payload = source
     if kind == "series":
-        series = pipeline | "CreateSeries" >> beam.Create(payload, reshuffle=False)
+        # the launcher's series go to the pipeline as one staged file it reads, not inside the job graph:
+        # beam.Create pickles its values into the graph bz2-compressed (level 9), which took ~40 ms of CPU per
+        # series (~40 s per 1,000) before any fitting started
+        path = f"{staging}/{SERIES_FILE}"
+        _write_bytes(path, pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL))
+        series = (pipeline | "SeriesFile" >> beam.Create([path], reshuffle=False)
+                  | "ReadSeries" >> beam.FlatMap(read_series))
     else:
         from apache_beam.io.gcp.bigquery import ReadFromBigQuery
 
@@ -417,6 +427,12 @@ def _run_pipeline(settings, source, freq, count, config, run_id, staging, models
             progress(_ticks(progress_file), count)
     if "error" in box:
         raise box["error"]
+
+
+def read_series(path: str):
+    """The series the launcher staged for this run (a pickle it wrote itself, read back by its own pipeline)."""
+    with FileSystems.open(path) as f:
+        yield from pickle.loads(f.read())
 
 
 def _ticks(path: str) -> int:
