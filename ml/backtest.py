@@ -1,8 +1,9 @@
 """Per series: clean, classify, backtest the candidate models, choose one, refit it on all data, forecast.
 
-    from ml.backtest import Config, forecast_series
+    from ml.backtest import Config, calibrate, fit_series, forecast_series
     result = forecast_series(series, Config(horizon=28, folds=3, models=("prophet", "snaive", "tsb")))
     result.model, result.forecast.yhat, result.metrics   # chosen model, forecast, ml.backtest_metrics rows
+    results = calibrate([fit_series(s, config) for s in many])   # intervals calibrated on all of them
 
 Rolling origin: fold k (k = folds .. 1) trains on all periods before n - k * horizon and forecasts the next
 `horizon` periods, so the folds tile the last folds x horizon periods without overlap. The chosen model
@@ -13,10 +14,11 @@ seasonal naive baseline is always backtested, as the reference every other score
 is only chosen when it was asked for. Prophet
 fits of one series warm-start from the previous fold's parameters, and the final refit from the last fold.
 
-Prediction intervals are conformal where a backtest exists: the point forecast plus quantiles of the
-model's own backtest errors on this series (all folds for the final forecast; for the backtest's own
-coverage figures, each fold is scored with intervals calibrated on the other folds only, so coverage is
-measured out of sample). With fewer than two folds the model's own intervals are used (see ml.models).
+Prediction intervals are conformal where a backtest exists, pooled over many series (`calibrate`): the
+point forecast plus quantiles of the chosen models' backtest errors, each error scaled by the level of its
+forecast (`spread`), so that one pool serves slow and fast movers (for the backtest's own coverage figures,
+each fold is scored with a pool of the other folds only, so coverage is measured out of sample). With
+fewer than MIN_CALIBRATION errors the model's own intervals are used (see ml.models).
 
 Bad series never raise: a series that is too short, all zeros or constant gets the seasonal naive forecast
 without a backtest; negative values are set to zero; slow movers (average demand interval above 1.32,
@@ -52,6 +54,16 @@ class Config:
 
 
 @dataclass
+class FoldForecast:
+    """One backtest forecast: fold `k` counts horizons back from the end of the data (1 = the last)."""
+
+    k: int
+    actual: np.ndarray
+    forecast: models.Forecast  # clipped, with the model's own intervals
+    expected: np.ndarray | None = None  # the simulator's expected demand on the same periods
+
+
+@dataclass
 class SeriesResult:
     store_id: str
     product_id: str
@@ -63,6 +75,10 @@ class SeriesResult:
     oracle: Score | None = None  # the simulator's expected demand on the chosen model's backtest points
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    #: what `calibrate` needs: each model's backtest forecasts, the folds run and the MASE scale
+    backtests: dict[str, list[FoldForecast]] = field(default_factory=dict)
+    folds: int = 0
+    scale: float = float("nan")
 
     @property
     def key(self) -> tuple[str, str]:
@@ -120,6 +136,13 @@ def choose(candidates: list[str], errors: dict[str, float]) -> str:
 
 
 def forecast_series(series: Series, config: Config) -> SeriesResult:
+    """One series on its own: `fit_series`, then intervals calibrated on its own backtest errors."""
+    return calibrate([fit_series(series, config)])[0]
+
+
+def fit_series(series: Series, config: Config) -> SeriesResult:
+    """Backtest the candidates, choose, refit the chosen model on all data and forecast. The intervals are the
+    model's own until `calibrate` replaces them, and the scores and metric rows come from `calibrate` too."""
     started = time.perf_counter()
     series, candidates, notes, backtest = diagnose(series, config.models)
     h, n = config.horizon, len(series.y)
@@ -128,13 +151,10 @@ def forecast_series(series: Series, config: Config) -> SeriesResult:
         folds = min(config.folds, max((n - MIN_HISTORY[series.freq]) // h, 0))
         if folds < config.folds:
             notes.append(f"history allows {folds} of {config.folds} backtest folds")
-    scores: dict[str, Score] = {}
+    backtests: dict[str, list[FoldForecast]] = {}
     errors: dict[str, float] = {}
     inits: dict[str, dict | None] = {}
-    oracle_by_model: dict[str, Score] = {}
-    scale = metrics.naive_scale(series.y[: n - folds * h], series.season) if folds else float("nan")
     tried = [*candidates, *([models.BASELINE] if models.BASELINE not in candidates else [])]
-    residuals: dict[str, list[np.ndarray]] = {}
     for name in tried if folds else []:
         runs, init = [], None
         try:
@@ -142,57 +162,95 @@ def forecast_series(series: Series, config: Config) -> SeriesResult:
                 origin = n - k * h
                 fc = _fit(name, series.head(origin), h, init=init)
                 init = fc.params
-                runs.append((origin, fc))
+                expected = None if series.expected is None else series.expected[origin: origin + h]
+                runs.append(FoldForecast(k, series.y[origin: origin + h], fc, expected))
         except Exception as e:  # one model failing on one series never fails the run
             if name in candidates:
                 candidates.remove(name)
             notes.append(f"{name} failed: {type(e).__name__}: {str(e)[:120]}")
             continue
-        residuals[name] = [series.y[o: o + h] - fc.yhat for o, fc in runs]
-        total, oracle = Score(), Score()
-        for j, (origin, fc) in enumerate(runs):
-            actual = series.y[origin: origin + h]
-            if len(runs) > 1:  # each fold's intervals calibrated on the other folds' errors only
-                fc = calibrated(fc, [r for i, r in enumerate(residuals[name]) if i != j])
-            total = total + Score.of(actual, fc.yhat, fc.lo80, fc.hi80, fc.lo95, fc.hi95, scale)
-            if series.expected is not None:
-                e = series.expected[origin: origin + h]
-                oracle = oracle + Score.of(actual, e, e, e, e, e, scale)
-        scores[name], errors[name], inits[name], oracle_by_model[name] = total, total.abs_error, init, oracle
+        backtests[name], inits[name] = runs, init
+        errors[name] = sum(float(np.nansum(np.abs(r.forecast.yhat - r.actual))) for r in runs)
     if not candidates:
         candidates = [models.BASELINE]
     chosen = choose(candidates, errors)
     try:
         final = _fit(chosen, series, h, init=inits.get(chosen), keep_json=config.keep_json)
-        if len(residuals.get(chosen, ())) > 1:
-            final = calibrated(final, residuals[chosen])
     except Exception as e:
         notes.append(f"{chosen} failed on the final fit: {type(e).__name__}: {str(e)[:120]}")
         chosen = models.BASELINE
         final = _fit(chosen, series, h)
-    note = "; ".join(notes) or None
+    scale = metrics.naive_scale(series.y[: n - folds * h], series.season) if folds else float("nan")
+    return SeriesResult(series.store_id, series.product_id, chosen, final, series.future_dates(h), notes=notes,
+                        seconds=time.perf_counter() - started, backtests=backtests, folds=folds, scale=scale)
+
+
+#: fewest backtest errors behind a calibrated interval; with fewer, the model's own intervals stay
+MIN_CALIBRATION = 10
+
+
+def spread(yhat: np.ndarray) -> np.ndarray:
+    """The scale errors are measured in: count noise grows with the level (Poisson: sd = sqrt(mean))."""
+    return np.sqrt(np.clip(yhat, 0.0, None) + 1.0)
+
+
+def calibrate(results: list[SeriesResult]) -> list[SeriesResult]:
+    """Conformal intervals pooled over `results` (a shard's series; the whole run locally), then the backtest
+    scores and the ml.backtest_metrics rows.
+
+    Each series' chosen model's backtest errors, divided by `spread(yhat)`, go into one pool; a forecast's
+    bounds are yhat + quantiles of the pool x spread(yhat). Per series, ~84 errors cannot place a 95% bound
+    (it is the second largest error), so the tails came out too narrow; pooled, the scaled errors of
+    thousands of points can. The backtest's own coverage scores fold k with a pool of the other folds only
+    (out of sample). Results are changed in place and returned."""
+    pool: dict[int, list[np.ndarray]] = {}
+    for r in results:
+        for run in r.backtests.get(r.model, ()):
+            keep = ~np.isnan(run.actual)
+            z = (run.actual[keep] - run.forecast.yhat[keep]) / spread(run.forecast.yhat[keep])
+            pool.setdefault(run.k, []).append(z)
+    everything = _quantiles([z for zs in pool.values() for z in zs])
+    leave_out = {k: _quantiles([z for j, zs in pool.items() if j != k for z in zs]) for k in pool}
+    for r in results:
+        if r.model in r.backtests and everything is not None:
+            r.forecast = _with_intervals(r.forecast, everything)
+        r.scores, oracle = {}, Score()
+        for name, runs in r.backtests.items():
+            total = Score()
+            for run in runs:
+                q = leave_out.get(run.k)
+                fc = _with_intervals(run.forecast, q) if q is not None else run.forecast
+                total = total + Score.of(run.actual, fc.yhat, fc.lo80, fc.hi80, fc.lo95, fc.hi95, r.scale)
+                if name == r.model and run.expected is not None:
+                    e = run.expected
+                    oracle = oracle + Score.of(run.actual, e, e, e, e, e, r.scale)
+            r.scores[name] = total
+        r.oracle = oracle if r.model in r.backtests and r.backtests[r.model][0].expected is not None else None
+        r.metrics = _metric_rows(r)
+    return results
+
+
+def _quantiles(errors: list[np.ndarray]) -> np.ndarray | None:
+    e = np.concatenate(errors) if errors else np.empty(0)
+    return conformal_quantiles(e, models.QUANTILES) if e.size >= MIN_CALIBRATION else None
+
+
+def _with_intervals(fc: models.Forecast, q: np.ndarray) -> models.Forecast:
+    y, s = fc.yhat, spread(fc.yhat)
+    return replace(fc, lo80=y + q[1] * s, hi80=y + q[2] * s, lo95=y + q[0] * s, hi95=y + q[3] * s).clipped()
+
+
+def _metric_rows(r: SeriesResult) -> list[dict]:
+    note = "; ".join(r.notes) or None
     rows = []
-    for name in scores or {chosen: Score()}:
-        s = scores.get(name, Score())
-        rows.append({"store_id": series.store_id, "product_id": series.product_id, "model": name,
-                     "chosen": name == chosen, "folds": folds if name in scores else 0, "points": s.points,
+    for name in r.scores or {r.model: Score()}:
+        s = r.scores.get(name, Score())
+        rows.append({"store_id": r.store_id, "product_id": r.product_id, "model": name,
+                     "chosen": name == r.model, "folds": r.folds if name in r.scores else 0, "points": s.points,
                      "actual_units": s.actual if s.points else None, "wape": _num(s.wape), "mase": _num(s.mase),
                      "bias": _num(s.bias), "coverage_80": _num(s.coverage_80),
                      "coverage_95": _num(s.coverage_95), "note": note})
-    return SeriesResult(series.store_id, series.product_id, chosen, final, series.future_dates(h), rows, scores,
-                        oracle_by_model.get(chosen) if series.expected is not None else None, notes,
-                        time.perf_counter() - started)
-
-
-def calibrated(fc: models.Forecast, residuals: list[np.ndarray]) -> models.Forecast:
-    """Conformal intervals: the point forecast plus quantiles of the model's own backtest errors."""
-    r = np.concatenate(residuals)
-    r = r[~np.isnan(r)]
-    if r.size < 10:
-        return fc
-    q = conformal_quantiles(r, models.QUANTILES)
-    y = fc.yhat
-    return replace(fc, lo80=y + q[1], hi80=y + q[2], lo95=y + q[0], hi95=y + q[3]).clipped()
+    return rows
 
 
 def conformal_quantiles(errors: np.ndarray, levels) -> np.ndarray:

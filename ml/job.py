@@ -4,28 +4,30 @@
     python -c "from ml.job import run; from pipelines.config import get_settings; print(run(get_settings()))"
 
 Steps (one Beam element per store x product series):
-    CreateSeries (locally) or ReadDemand -> SeriesFromRows (Dataflow: the workers read BigQuery)
-    -> KeyByShard -> GroupByShard -> FitShard (backtest, choose, refit, forecast; writes the shard's rows as
-    Parquet and its Prophet models as JSON under the run's staging folder; yields (shard, series count))
+    SeriesFile -> ReadSeries (the launcher's series, staged as one file) or ReadDemand -> SeriesFromRows
+    (Dataflow: the workers read BigQuery)
+    -> KeyByShard -> GroupByShard -> FitShard (backtest, choose, refit, forecast; intervals calibrated on the
+    shard's pooled backtest errors; writes the shard's rows as Parquet and its Prophet models as JSON under
+    the run's staging folder; yields (shard, series count))
 then, in the launching process, `publish` replaces this run's rows in ml.forecasts, ml.backtest_metrics and
 ml.forecast_runs: the local Parquet lakehouse (views in warehouse.duckdb) or BigQuery (environment=gcp).
 Re-running with the same run_id replaces that run's rows and leaves every other run's rows alone.
 
 Where things go (`ml_root(settings)`: $LAKEHOUSE_HOME/ml locally, gs://BUCKET/ml on gcp):
     ML_ROOT/runs/<run_id>/<table>/shard-*.parquet     what the workers produced (the staging area)
+    ML_ROOT/runs/<run_id>/series.pickle               the launcher's series, for its own pipeline to read
     ML_ROOT/models/<run_id>/<store_id>/<product_id>.json   fitted Prophet models (prophet.serialize), never pickled
 
 Locally the DirectRunner (in memory) runs one shard and FitShard spreads its series over a process pool,
 one process per core, each with its own temp directory for cmdstanpy. Beam's own multi_processing mode
 was measured first and ran 2-4x slower here than one in-memory worker (30 series: 26 s vs 7 s; 100: 34 s
 vs 15 s; each SDK worker process starts Beam, Prophet and matplotlib from scratch, elements cross gRPC).
-With `--runner DataflowRunner` the same pipeline runs on Dataflow with many small shards and no pool
+With `--runner DataflowRunner` the same pipeline runs on Dataflow with shards of SERIES_PER_SHARD and no pool
 (options from the settings, this distribution as the setup file, the forecasting libraries pinned).
 """
 
 from __future__ import annotations
 
-import atexit
 import datetime as dt
 import hashlib
 import io
@@ -33,6 +35,7 @@ import json
 import logging
 import multiprocessing as mp
 import os
+import pickle
 import shutil
 import subprocess
 import tempfile
@@ -54,7 +57,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from ml import data, models
-from ml.backtest import Config, SeriesResult, forecast_series
+from ml.backtest import Config, SeriesResult, calibrate, fit_series
 from ml.metrics import Score
 from pipelines import tables
 from pipelines.config import Settings
@@ -63,7 +66,10 @@ from pipelines.sinks import LakeTable
 log = logging.getLogger("lakehouse.forecast")
 OUTPUTS = tables.written_by("forecast")  # ml.forecasts, ml.forecast_runs, ml.backtest_metrics
 SCORES = "scores"  # staging only: the exact sums behind the run's pooled metrics
-SERIES_PER_SHARD = 8
+SERIES_FILE = "series.pickle"  # staging only: the launcher's series, read by the pipeline
+#: series per shard on Dataflow: enough that a shard's pooled backtest errors place a 95% bound (50 series
+#: x 3 folds x 28 days = 4,200 errors), few enough to spread tens of thousands of series over many workers
+SERIES_PER_SHARD = 50
 
 
 def ml_root(settings: Settings) -> str:
@@ -148,18 +154,6 @@ class SeriesFromRows(beam.PTransform):
         yield from data.to_series(pd.DataFrame(list(rows)), self.freq, self.countries, calendar=self.calendar)
 
 
-def start_worker(model_names: tuple[str, ...]) -> None:
-    """Prepare a pool process to fit series: its own temp directory first (parallel cmdstanpy runs sharing one
-    hang or corrupt each other's output, and cmdstanpy picks its directory when first imported), then quiet
-    logs and the one-off compilation paid up front. The directory goes when the process exits."""
-    tmp = tempfile.mkdtemp(prefix=f"lakehouse-forecast-{os.getpid()}-")
-    os.environ["TMPDIR"] = tmp
-    tempfile.tempdir = tmp
-    atexit.register(shutil.rmtree, tmp, True)
-    models.warm_up(model_names)
-    models.quiet_prophet()
-
-
 class FitShard(beam.DoFn):
     """(shard, [Series]) -> every series forecast; the shard's rows staged as Parquet; yields (shard, count)."""
 
@@ -173,11 +167,13 @@ class FitShard(beam.DoFn):
 
     def setup(self):
         if self.processes > 1:
-            # forkserver: children start from a clean process (no threads of this one), each imports Prophet
-            # itself after getting its own temp directory
+            # forkserver: children fork from a clean process (no threads of this one) that has imported, once,
+            # what every child needs (none of it Beam, none of it cmdstanpy: each child imports cmdstanpy
+            # itself after getting its own temp directory); '__main__' too, which each child would otherwise
+            # import again for itself
             context = mp.get_context("forkserver")
-            context.set_forkserver_preload(["numpy", "pandas", "ml.backtest"])
-            self.pool = ProcessPoolExecutor(self.processes, mp_context=context, initializer=start_worker,
+            context.set_forkserver_preload(["__main__", *models.WORKER_PRELOAD, "ml.backtest"])
+            self.pool = ProcessPoolExecutor(self.processes, mp_context=context, initializer=models.start_worker,
                                             initargs=(self.config.models,))
         else:  # one process fitting one series at a time: cmdstanpy's own temp directory is not shared
             models.warm_up(self.config.models)
@@ -186,10 +182,10 @@ class FitShard(beam.DoFn):
     def process(self, element):
         shard, batch = element
         if self.pool is not None:
-            futures = [self.pool.submit(forecast_series, series, self.config) for series in batch]
+            futures = [self.pool.submit(fit_series, series, self.config) for series in batch]
             done = (future.result() for future in as_completed(futures))
         else:
-            done = (forecast_series(series, self.config) for series in batch)
+            done = (fit_series(series, self.config) for series in batch)
         results = []
         for result in done:
             results.append(result)
@@ -200,6 +196,7 @@ class FitShard(beam.DoFn):
                 with open(self.progress_file, "ab") as f:
                     f.write(b".")
         results.sort(key=lambda r: r.key)
+        calibrate(results)  # intervals pooled over the shard's series (locally: all of them)
         stage_results(results, self.run_id, self.staging, self.models_dir, f"shard-{shard:05d}")
         yield shard, len(results)
 
@@ -396,7 +393,13 @@ def _run_pipeline(settings, source, freq, count, config, run_id, staging, models
     pipeline = beam.Pipeline(options=options)
     kind, payload = source
     if kind == "series":
-        series = pipeline | "CreateSeries" >> beam.Create(payload, reshuffle=False)
+        # the launcher's series go to the pipeline as one staged file it reads, not inside the job graph:
+        # beam.Create pickles its values into the graph bz2-compressed (level 9), which took ~40 ms of CPU per
+        # series (~40 s per 1,000) before any fitting started
+        path = f"{staging}/{SERIES_FILE}"
+        _write_bytes(path, pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL))
+        series = (pipeline | "SeriesFile" >> beam.Create([path], reshuffle=False)
+                  | "ReadSeries" >> beam.FlatMap(read_series))
     else:
         from apache_beam.io.gcp.bigquery import ReadFromBigQuery
 
@@ -424,6 +427,12 @@ def _run_pipeline(settings, source, freq, count, config, run_id, staging, models
             progress(_ticks(progress_file), count)
     if "error" in box:
         raise box["error"]
+
+
+def read_series(path: str):
+    """The series the launcher staged for this run (a pickle it wrote itself, read back by its own pipeline)."""
+    with FileSystems.open(path) as f:
+        yield from pickle.loads(f.read())
 
 
 def _ticks(path: str) -> int:
@@ -502,7 +511,8 @@ def publish(settings: Settings, run_id: str, created_at: dt.datetime, freq: str,
     parameters = {"models": list(config.models), "folds": config.folds, "regressors": ["price", "promo"],
                   "holidays": "country of the store (holidays package), with the 2 days before",
                   "future_regressors": "planned if known; else last price carried forward, no promotion",
-                  "intervals": "conformal on the series' backtest errors (2+ folds); else the model's own"}
+                  "intervals": "conformal, pooled over the series of a shard (locally all): backtest errors of the "
+                               "chosen models scaled by sqrt(yhat + 1); else the model's own"}
     run_row = {
         "run_id": run_id, "created_at": created_at, "freq": freq, "horizon": config.horizon,
         "data_start": _date(calendar[0]) if calendar else None, "data_end": _date(calendar[1]) if calendar else None,

@@ -6,7 +6,7 @@ import pytest
 from demand_fixture import hand_series
 
 from ml import data, models
-from ml.backtest import Config, calibrated, diagnose, forecast_series
+from ml.backtest import Config, FoldForecast, SeriesResult, calibrate, conformal_quantiles, diagnose, forecast_series
 
 WEEK = [5, 6, 7, 8, 9, 20, 1]
 
@@ -34,15 +34,39 @@ def test_clipped_never_negative_and_ordered():
     assert np.all(fc.lo95 <= fc.lo80) and np.all(fc.hi80 <= fc.hi95)
 
 
-def test_conformal_intervals_from_backtest_errors():
-    fc = models.Forecast("x", np.full(3, 10.0), *(np.full(3, 10.0),) * 4)
-    residuals = [np.arange(-10, 11, dtype=float)]  # 21 errors, -10..10
-    out = calibrated(fc, residuals)
+def test_conformal_quantiles_rank_correction():
+    errors = np.arange(-10, 11, dtype=float)  # 21 errors, -10..10
     # n = 21: upper 80% bound is the ceil(22 * 0.9) = 20th smallest error (9), upper 95% the 21st (10);
     # lower 80% the floor(22 * 0.1) = 2nd smallest (-9), lower 95% the 1st (-10)
-    assert out.hi80 == pytest.approx(np.full(3, 19.0)) and out.hi95 == pytest.approx(np.full(3, 20.0))
-    assert out.lo80 == pytest.approx(np.full(3, 1.0)) and out.lo95 == pytest.approx(np.full(3, 0.0))
-    assert calibrated(fc, [np.ones(5)]) is fc  # too few errors: the model's own intervals stay
+    assert conformal_quantiles(errors, models.QUANTILES).tolist() == [-10, -9, 9, 10]
+
+
+def _backtested(key: str, z: np.ndarray, final_yhat: float, ks=(2, 1)) -> SeriesResult:
+    """A result whose chosen model forecast 3 (spread 2) in every fold, with scaled errors `z` split over folds."""
+    runs = []
+    for k, part in zip(ks, np.array_split(z, len(ks))):
+        fc = models.Forecast("tsb", *(np.full(len(part), 3.0),) * 5)
+        runs.append(FoldForecast(k, 3.0 + 2.0 * part, fc))
+    final = models.Forecast("tsb", *(np.full(4, final_yhat),) * 5)
+    return SeriesResult("S1", key, "tsb", final, np.arange(4), backtests={"tsb": runs}, folds=len(ks), scale=1.0)
+
+
+def test_intervals_pool_scaled_backtest_errors_over_series():
+    z = np.arange(-10, 11, dtype=float)
+    a, b = calibrate([_backtested("P1", z[:10], 8.0), _backtested("P2", z[10:], 0.0)])
+    # pooled scaled errors -10..10 (as above): bounds = yhat + [-10, -9, 9, 10] x sqrt(yhat + 1)
+    assert a.forecast.hi80 == pytest.approx(np.full(4, 8 + 9 * 3.0))
+    assert a.forecast.hi95 == pytest.approx(np.full(4, 8 + 10 * 3.0))
+    assert a.forecast.lo80.tolist() == [0.0] * 4  # clipped at zero
+    assert b.forecast.hi95 == pytest.approx(np.full(4, 10.0)) and b.forecast.yhat.tolist() == [0.0] * 4
+    # backtest scores: every fold scored, with intervals from the other fold's errors only
+    assert a.scores["tsb"].points == 10 and b.scores["tsb"].points == 11
+    assert [m["chosen"] for m in a.metrics] == [True] and a.metrics[0]["folds"] == 2
+
+
+def test_too_few_errors_keep_the_models_own_intervals():
+    (r,) = calibrate([_backtested("P1", np.arange(5.0), 8.0)])
+    assert r.forecast.hi95.tolist() == [8.0] * 4  # 5 errors < MIN_CALIBRATION: the model's own bounds
 
 
 def test_exact_weekly_pattern_chooses_seasonal_naive():
@@ -190,3 +214,28 @@ def test_to_series_marks_the_days_a_store_traded():
                           "units_ordered": [0.0, 0.0, 2.0, 0.0]})
     p1, p2 = data.to_series(frame, "D")
     assert p1.store_open.tolist() == p2.store_open.tolist() == [True, False]
+
+
+@pytest.mark.slow
+def test_lean_prophet_fits_and_forecasts_exactly_as_prophet():
+    """The project's Prophet (memoised component matrix, numpy data for Stan, yhat from the parameters) gives
+    the same parameters and the same yhat as plain Prophet's fit and predict on the same inputs."""
+    from prophet import Prophet
+
+    rng = np.random.default_rng(1)
+    n = 120
+    ds = pd.date_range("2024-11-01", periods=n + 7)
+    promo = (np.arange(n + 7) % 17 < 3).astype(float)
+    history = pd.DataFrame({"ds": ds[:n], "y": rng.poisson(5 * (1 + promo[:n])).astype(float), "promo": promo[:n]})
+    history.loc[[30, 54, 55], "y"] = np.nan  # days left out of the fit (stock-outs): the holiday rows must match
+    future = pd.DataFrame({"ds": ds[n:], "promo": promo[n:]})
+    fitted = []
+    for cls in (Prophet, models.lean_prophet()):
+        m = cls(weekly_seasonality=3, yearly_seasonality=2, holidays=models.holiday_frame("GB", 2024, 2025),
+                seasonality_mode="multiplicative", uncertainty_samples=0)
+        m.add_regressor("promo", mode="multiplicative")
+        fitted.append(m.fit(history.copy()))
+    plain, lean = fitted
+    for name in ("k", "m", "sigma_obs", "delta", "beta"):
+        assert np.array_equal(plain.params[name], lean.params[name]), name
+    assert np.array_equal(lean.yhat(future), plain.predict(future)["yhat"].to_numpy())
