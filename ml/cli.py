@@ -106,8 +106,7 @@ def plot_run(settings: Settings, result: job.RunResult, path: Path, count: int) 
     rows = rows.filter(pc.equal(rows["run_id"], result.run_id))
     forecast = set(zip(rows["store_id"].to_pylist(), rows["product_id"].to_pylist()))
     # the history the run used: complete days before the run, the run's series only
-    history = data.read_demand(settings, before=result.created_at.date())
-    series = {s.key: s for s in data.to_series(history, result.freq, data.read_countries(settings))
-              if s.key in forecast}
+    series = {s.key: s for s in data.read_series(settings, result.freq, before=result.created_at.date(),
+                                                 keys=forecast)}
     busiest = sorted(series, key=lambda k: -float(sum(v for v in series[k].y if v == v)))[:count]
     return plot_forecasts(series, rows, path, busiest, title=f"Forecast run {result.run_id}")

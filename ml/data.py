@@ -107,6 +107,20 @@ def read_demand(settings: Settings, before: dt.date | None = None) -> pd.DataFra
                              f"dbt first (lakehouse transform)") from e
 
 
+def read_series(settings: Settings, freq: str = "D", *, before: dt.date | None = None, stores: tuple[str, ...] = (),
+                keys: set[tuple[str, str]] | None = None) -> list[Series]:
+    """The mart's series, only `stores`' or the (store, product) `keys` when given, on the whole mart's calendar
+    (so they end where they would among all series). Choosing before cutting matters: every series runs to the
+    calendar's last day, and a store of another dataset years older would be cut into years of periods."""
+    frame = read_demand(settings, before=before)
+    span = (frame["demand_date"].min(), frame["demand_date"].max()) if len(frame) else None
+    if stores:
+        frame = frame[frame["store_id"].isin(stores)]
+    if keys is not None:
+        frame = frame[pd.MultiIndex.from_frame(frame[["store_id", "product_id"]]).isin(list(keys))]
+    return to_series(frame, freq, read_countries(settings), calendar=span)
+
+
 def demand_table_sql(settings: Settings) -> str:
     """The mart's name as the warehouse's SQL spells it."""
     if settings.environment == "gcp":

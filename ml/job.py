@@ -346,8 +346,7 @@ def run(
         source = ("bigquery", calendar)
     else:
         if series is None:
-            series = data.to_series(data.read_demand(settings, before=created_at.date()), freq,
-                                    data.read_countries(settings))
+            series = data.read_series(settings, freq, before=created_at.date(), stores=stores)
         if stores:
             series = [s for s in series if s.store_id in stores]
         if truth_dir is not None:

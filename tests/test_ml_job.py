@@ -162,3 +162,25 @@ def test_series_from_rows_in_a_pipeline():
                | job.SeriesFromRows("D", dt.date(2024, 1, 1), dt.date(2024, 1, 4), {"S2": "IE"})
                | beam.Map(lambda s: (s.store_id, s.country, len(s.dates), int((s.y == s.y).sum()))))
         assert_that(got, equal_to([("S1", "GB", 4, 3), ("S2", "IE", 3, 1)]))
+
+
+def test_read_series_chooses_before_cutting_and_keeps_the_whole_calendar(lake, sim):
+    """Choosing stores or (store, product) keys gives exactly those series of the whole mart, on its calendar,
+    whatever else the warehouse holds (here: a second dataset years older, as the demo's real history is)."""
+    import numpy as np
+    import pandas as pd
+
+    from ml import data
+
+    older = sim[0].assign(store_id="OLD", demand_date=pd.to_datetime(sim[0]["demand_date"]) - pd.DateOffset(years=5))
+    write_fact(lake, pd.concat([sim[0], older], ignore_index=True))
+    every = data.to_series(data.read_demand(lake), "D", data.read_countries(lake))
+    store = every[0].store_id
+    chosen = data.read_series(lake, "D", stores=(store,))
+    assert [s.key for s in chosen] == [s.key for s in every if s.store_id == store] and len(chosen) == PRODUCTS
+    keys = {every[0].key, every[-1].key}
+    picked = data.read_series(lake, "D", keys=keys)
+    assert {s.key for s in picked} == keys
+    for mine in chosen + picked:
+        theirs = next(s for s in every if s.key == mine.key)
+        assert np.array_equal(mine.dates, theirs.dates) and np.array_equal(mine.y, theirs.y, equal_nan=True)
