@@ -19,10 +19,10 @@ import logging
 import os
 import shutil
 import tempfile
-import time
 from pathlib import Path
 
 import duckdb
+from cputime import Timer, load_average  # benchmarks/ is on sys.path when run as a script
 
 from pipelines import backfill, contract, tables, warehouse
 from pipelines.config import Settings
@@ -46,40 +46,25 @@ def make_events(out: Path, events: int, seed: int) -> dict:
                     bad_rate=0.01, dup_rate=0.02, late_rate=0.02)
 
 
-class Clock:
-    """Wall and CPU seconds (user + system of this process and of its finished children) since creation."""
-
-    def __init__(self):
-        self.wall, self.cpu0 = time.perf_counter(), self._cpu()
-
-    @staticmethod
-    def _cpu() -> float:
-        t = os.times()
-        return t.user + t.system + t.children_user + t.children_system
-
-    def stop(self) -> tuple[float, float]:
-        return time.perf_counter() - self.wall, self._cpu() - self.cpu0
-
-
 def run_beam(landing: Path, runner: str, workers: int) -> tuple[tuple[float, float], backfill.BackfillResult]:
     with tempfile.TemporaryDirectory(prefix="bench-lake-") as home:
-        clock = Clock()
-        result = backfill.run(str(landing / "events" / "*.jsonl"), str(landing / "dims"), Settings(home=Path(home)),
-                              runner=runner, workers=workers)
-        return clock.stop(), result
+        with Timer() as timer:
+            result = backfill.run(str(landing / "events" / "*.jsonl"), str(landing / "dims"),
+                                  Settings(home=Path(home)), runner=runner, workers=workers)
+        return (timer.wall, timer.cpu), result
 
 
 def run_duckdb(landing: Path) -> tuple[tuple[float, float], int]:
     with tempfile.TemporaryDirectory(prefix="bench-duck-") as out:
-        clock = Clock()
-        con = duckdb.connect()
-        con.execute(f"""
-            COPY (SELECT *, CAST(event_ts AS DATE) AS event_date
-                  FROM read_json('{landing}/events/*.jsonl', format = 'newline_delimited', ignore_errors = true,
-                                 maximum_object_size = 2000000, columns = {contract_columns()}))
-            TO '{out}/events' (FORMAT parquet, PARTITION_BY (event_date), COMPRESSION zstd)""")
-        rows = con.execute(f"SELECT count(*) FROM read_parquet('{out}/events/**/*.parquet')").fetchone()[0]
-        return clock.stop(), rows
+        with Timer() as timer:
+            con = duckdb.connect()
+            con.execute(f"""
+                COPY (SELECT *, CAST(event_ts AS DATE) AS event_date
+                      FROM read_json('{landing}/events/*.jsonl', format = 'newline_delimited', ignore_errors = true,
+                                     maximum_object_size = 2000000, columns = {contract_columns()}))
+                TO '{out}/events' (FORMAT parquet, PARTITION_BY (event_date), COMPRESSION zstd)""")
+            rows = con.execute(f"SELECT count(*) FROM read_parquet('{out}/events/**/*.parquet')").fetchone()[0]
+        return (timer.wall, timer.cpu), rows
 
 
 def contract_columns() -> dict[str, str]:
@@ -118,8 +103,8 @@ def main() -> None:
 
 
 def cpu_note(cpu: float, lines: int) -> str:
-    load = "/".join(f"{x:.1f}" for x in os.getloadavg())
-    return f"cpu {cpu:5.1f} s = {cpu / lines * 1e6:4.1f} cpu-s per 1M events  (load {load}, {os.cpu_count()} cores)"
+    return (f"cpu {cpu:5.1f} s = {cpu / lines * 1e6:4.1f} cpu-s per 1M events  (load {load_average('/')}, "
+            f"{os.cpu_count()} cores)")
 
 
 if __name__ == "__main__":

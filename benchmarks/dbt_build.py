@@ -21,12 +21,12 @@ import argparse
 import datetime as dt
 import json
 import os
-import resource
 import shutil
 import tempfile
 import time
 from pathlib import Path
 
+from cputime import Timer, load_average  # benchmarks/ is on sys.path when run as a script
 from rich.console import Console
 from rich.table import Table
 
@@ -93,22 +93,12 @@ def backfilled(data: Path, days: int, fresh: bool) -> tuple[Path, Path, dict[str
     return cache / "before", cache / "after", json.loads(timings.read_text())
 
 
-def cpu_seconds() -> float:
-    """User + system CPU seconds of this process and its finished children (the dbt process)."""
-    me, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return me.ru_utime + me.ru_stime + children.ru_utime + children.ru_stime
-
-
 def timed_build(settings: Settings) -> tuple[float, float, transform.BuildResult]:
-    started, cpu = time.perf_counter(), cpu_seconds()
-    result = transform.build(settings)
+    with Timer() as timer:
+        result = transform.build(settings)
     if not result.ok:
         raise SystemExit(f"dbt build failed: {[(n.name, n.status, n.message) for n in result.problems()]}")
-    return time.perf_counter() - started, cpu_seconds() - cpu, result
-
-
-def load_average() -> str:
-    return " ".join(f"{x:.1f}" for x in os.getloadavg())
+    return timer.wall, timer.cpu, result
 
 
 def main() -> None:

@@ -41,6 +41,7 @@ import pyarrow.parquet as pq
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
+from cputime import Timer, load_average  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 from demand_fixture import simulated_fact, write_fact  # noqa: E402
 
 from ml import data, job, metrics, models  # noqa: E402
@@ -54,41 +55,7 @@ RETAIL_CSV = ROOT.parent / "shared" / "data" / "online_retail_ii.csv.xz"  # ../s
 
 
 def load() -> str:
-    one, five, fifteen = os.getloadavg()
-    return f"load average {one:.1f} {five:.1f} {fifteen:.1f}"
-
-
-def cpu_seconds() -> float:
-    """User + system CPU seconds of this process and its whole process tree: every live descendant (e.g.
-    the job's forkserver and its worker pool) with the children each has waited for (cmdstan runs, exited
-    pool workers). Unlike wall time it does not depend on what the other users of the machine are doing."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total, todo = 0, [os.getpid()]
-    while todo:
-        pid = todo.pop()
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-            fields = stat[stat.rindex(")") + 2:].split()
-            total += sum(int(v) for v in fields[11:15])  # utime, stime, cutime, cstime
-            for task in Path(f"/proc/{pid}/task").iterdir():
-                todo.extend(int(c) for c in (task / "children").read_text().split())
-        except (OSError, ValueError):  # exited meanwhile: its parent's cutime/cstime holds it
-            continue
-    return total / tick
-
-
-class Timer:
-    """Wall and CPU seconds (process tree) of a block."""
-
-    def __enter__(self):
-        self.wall, self.cpu = time.perf_counter(), cpu_seconds()
-        return self
-
-    def __exit__(self, *exc):
-        self.wall, self.cpu = time.perf_counter() - self.wall, cpu_seconds() - self.cpu
-
-    def __str__(self):
-        return f"{self.wall:.1f} s wall, {self.cpu:.1f} CPU-s"
+    return f"load average {load_average()}"
 
 
 def scratch_settings(name: str) -> Settings:
