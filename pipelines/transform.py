@@ -6,8 +6,8 @@ dbt reads that are derived from the contract (the sources yml and the public-hol
     lakehouse transform --target gcp         # the same project on BigQuery (LAKEHOUSE_GCP_PROJECT, ...)
     lakehouse schemas                        # also rewrites dbt/models/staging/_sources.yml
 
-dbt runs in a child process (`python -m pipelines.transform`, dbt's programmatic runner: the project is
-parsed once, then the source tests and the build run on that manifest) whose JSON log events feed the
+dbt runs in a child process (`pipelines.dbt_runner`, dbt's programmatic runner: the project is parsed
+once, then the source tests and the build run on that manifest) whose JSON log events feed the
 progress bar: the DuckDB file is opened and released by that process alone, and one run's dbt state never
 leaks into the next. While it runs, dbt holds the warehouse file's write lock; readers
 (`warehouse.connect`) wait up to 10 s for it, then fail.
@@ -29,7 +29,7 @@ from typing import Any
 import msgspec.inspect as mi
 import yaml
 
-from pipelines import contract, tables
+from pipelines import contract, dbt_runner, tables
 from pipelines.config import Settings
 
 DBT_DIR = Path(__file__).resolve().parents[1] / "dbt"
@@ -78,11 +78,8 @@ def _accepted_values(spec: tables.TableSpec) -> dict[str, list[str]]:
 def _column(f, bq_type: str, accepted: list[str] | None) -> dict[str, Any]:
     column: dict[str, Any] = {"name": f.name, "description": (f.metadata or {}).get(b"description", b"").decode(),
                               "data_type": bq_type}
-    tests: list[Any] = [] if f.nullable else ["not_null"]
     if accepted:
-        tests.append({"accepted_values": {"arguments": {"values": accepted}}})
-    if tests:
-        column["data_tests"] = tests
+        column["data_tests"] = [{"accepted_values": {"arguments": {"values": accepted}}}]
     return column
 
 
@@ -94,7 +91,7 @@ def test_window_column(spec: tables.TableSpec) -> str | None:
 
 def dbt_sources(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """The dbt sources of every lakehouse table (bronze, silver, ml), derived from `tables.TABLES`:
-    names, descriptions and types from the contract, `not_null` where a field is required, accepted values
+    names, descriptions and types from the contract, `not_null_columns` over the required fields, accepted values
     where the contract lists them; then the hand-written `overrides` (freshness, keys, relationships)
     merged in by source, table and column name (lists are appended, mappings updated)."""
     layers: dict[str, list[tables.TableSpec]] = {}
@@ -109,6 +106,9 @@ def dbt_sources(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
             table = {"name": spec.name, "description": spec.description}
             if window := test_window_column(spec):
                 table["config"] = {"meta": {"test_window": window}}
+            if required := [f.name for f in spec.schema if not f.nullable]:
+                # one scan for all required columns (tests/generic/not_null_columns.sql)
+                table["data_tests"] = [{"not_null_columns": {"arguments": {"columns": required}}}]
             table["columns"] = [_column(f, types[f.name], accepted.get(f.name)) for f in spec.schema]
             table_list.append(table)
         sources.append({"name": layer, "description": f"The {layer} layer, written by the lakehouse pipelines.",
@@ -266,7 +266,7 @@ def build(settings: Settings, target: str = "local", select: list[str] | None = 
           on_progress: Callable[[Progress], None] | None = None, env: dict[str, str] | None = None,
           unit_tests: bool | None = None) -> BuildResult:
     """Test the sources, then `dbt build` (seeds, models, data tests, unit tests) on `target`; with
-    `select`, only `dbt build --select ...` (the selection's models and their tests).
+    `select`, only `dbt build --select ...` (the selection's models and the tests of what it selects).
 
     Unit tests check the models' logic, not the data: by default (`unit_tests=None`) they run on a full
     build (a warehouse without the facts yet, `full_refresh`), with `select`, and on gcp, and an
@@ -287,7 +287,10 @@ def build(settings: Settings, target: str = "local", select: list[str] | None = 
         warehouse.refresh_views(settings)  # the sources (bronze/silver/ml views) exist before dbt reads them
     started = time.monotonic()
     common = ["--log-format", "json", "--no-use-colors"]
-    build_args = ["--exclude", SOURCES_SELECTOR, *(exclude or [])]
+    # cautious: a test runs in the command that selects every model it reads (one that reads a source and a
+    # model, like the reconciliation with silver, runs in the build, after the model)
+    select_tests = ["--indirect-selection", "cautious"]
+    build_args = [*select_tests, "--exclude", SOURCES_SELECTOR, *(exclude or [])]
     if select:
         build_args += ["--select", *select]
     if full_refresh:
@@ -297,8 +300,10 @@ def build(settings: Settings, target: str = "local", select: list[str] | None = 
             gold_row_counts(settings)
     if not unit_tests:
         build_args += ["--exclude-resource-type", "unit_test"]
-    phases = [("parse", dbt_args(settings, "parse", target, *common)),
-              ("sources", dbt_args(settings, "test", target, *common, "--select", SOURCES_SELECTOR)),
+    # manifest.json and run_results.json are written once, by the build (the others' would be overwritten)
+    phases = [("parse", dbt_args(settings, "parse", target, *common, "--no-write-json")),
+              ("sources", dbt_args(settings, "test", target, *common, "--no-write-json", *select_tests,
+                                   "--select", SOURCES_SELECTOR)),
               ("build", dbt_args(settings, "build", target, *common, *build_args))]
     if select:  # a chosen part of the graph: only its own tests, as `dbt build --select` does
         del phases[1]
@@ -310,9 +315,9 @@ def build(settings: Settings, target: str = "local", select: list[str] | None = 
 
 def _run_dbt(phases: list[tuple[str, list[str]]], env: dict[str, str], result: BuildResult,
              notify: Callable[[Progress], None]) -> int:
-    """Run the dbt commands in one child process (`_child_main`), turning its JSON log events into
+    """Run the dbt commands in one child process (`pipelines.dbt_runner`), turning its JSON log events into
     Progress calls and its phase summaries into `result.nodes`; returns the worst exit code."""
-    argv = [sys.executable, "-m", "pipelines.transform", json.dumps(phases)]
+    argv = [sys.executable, "-m", "pipelines.dbt_runner", json.dumps(phases)]
     phase, returncode = phases[0][0], 0
     with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
                           cwd=DBT_DIR.parent) as proc:
@@ -320,9 +325,9 @@ def _run_dbt(phases: list[tuple[str, list[str]]], env: dict[str, str], result: B
             info, data = event.get("info", {}), event.get("data", {})
             name, level, msg = info.get("name", ""), info.get("level", "info"), info.get("msg", "")
             node = data.get("node_info") or {}
-            if name == _PHASE_START:
+            if name == dbt_runner.PHASE_START:
                 phase = data["phase"]
-            elif name == _PHASE_DONE:
+            elif name == dbt_runner.PHASE_DONE:
                 returncode = max(returncode, data["returncode"])
                 result.nodes += [_node_result(r) for r in data["results"]]
             elif name == "LogStartLine":
@@ -347,33 +352,6 @@ def _node_result(r: dict[str, Any]) -> NodeResult:
                       failures=r.get("failures"))
 
 
-_PHASE_START, _PHASE_DONE = "LakehousePhaseStart", "LakehousePhaseDone"
-
-
-def _child_main(phases: list[tuple[str, list[str]]]) -> int:
-    """In the child: parse the project once (dbt's start-up and parse cost seconds each), then run each
-    later phase's dbt command with that manifest; after each, one JSON line with its results."""
-    from dbt.cli.main import dbtRunner
-
-    def emit(name: str, **data: Any) -> None:
-        print(json.dumps({"info": {"name": name, "level": "debug", "msg": ""}, "data": data}), flush=True)
-
-    (_, parse), *phases = phases
-    parsed = dbtRunner().invoke(parse)
-    if not parsed.success:
-        return 2
-    runner = dbtRunner(manifest=parsed.result)
-    for phase, args in phases:
-        emit(_PHASE_START, phase=phase)
-        res = runner.invoke(args)
-        results = [{"unique_id": r.node.unique_id, "status": getattr(r.status, "value", str(r.status)),
-                    "execution_time": r.execution_time, "message": r.message or "", "failures": r.failures}
-                   for r in (res.result or [])]
-        emit(_PHASE_DONE, phase=phase, returncode=0 if res.success else (1 if res.exception is None else 2),
-             results=results)
-    return 0
-
-
 def gold_row_counts(settings: Settings) -> dict[str, int]:
     """Rows per gold table in the local warehouse (tables a build has not made yet are left out)."""
     from pipelines import warehouse
@@ -385,6 +363,3 @@ def gold_row_counts(settings: Settings) -> dict[str, int]:
         return {name: con.execute(f'select count(*) from "{gold}"."{name}"').fetchone()[0]
                 for name in GOLD_MODELS if name in present}
 
-
-if __name__ == "__main__":  # the child process of `build`
-    sys.exit(_child_main(json.loads(sys.argv[1])))

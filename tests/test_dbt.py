@@ -168,15 +168,17 @@ def test_bad_and_late_rows_build_every_model_and_the_tests_flag_them(lake, tmp_p
     warned = {name for name, status in statuses.items() if status == "warn"}
     # exactly the broken keys fail (at the source), and the duplicates and the late event warn; the tests on
     # event tables checked the days the build rebuilt (the test window), where the bad rows are
-    assert {n.split("__")[0] for n in failed} == {"source_not_null_silver_order_events_store_id",
+    assert {n.split("__")[0] for n in failed} == {"source_not_null_columns_silver_order_events_event_id",
                                                   "source_relationships_silver_order_events_product_id"}, failed
+    nulls = next(n for n in result.nodes if n.name.startswith("source_not_null_columns_silver_order_events"))
+    assert nulls.failures == 1  # one null value (the keyless row's store_id), counted as not_null would
     assert any(n.startswith("source_unique_silver_order_events_event_id") for n in warned), warned
     assert "assert_daily_demand_reconciles_with_silver" in warned  # the late event, beyond the lookback
     assert "assert_daily_demand_grid_is_complete" not in warned | failed
     assert failed | warned == {n.name for n in result.problems()}
     window_start = last_day - dt.timedelta(days=3)  # the newest day before this build minus the lookback
     compiled = next((settings.lake_dir / "dbt" / "local" / "target" / "compiled").rglob(
-        "not_null_fact_daily_demand_units_ordered.sql")).read_text()
+        "not_null_columns_fact_daily_de*.sql")).read_text()
     assert f"demand_date >= date '{window_start}'" in compiled
 
     # the unknown product joins to an unknown member; the keyless row and the redelivered copy stay out; an
@@ -211,7 +213,11 @@ def test_sources_are_derived_from_the_contract():
     orders = next(t for t in silver["tables"] if t["name"] == "order_events")
     columns = {c["name"]: c for c in orders["columns"]}
     assert list(columns) == tables.silver_events("order").schema.names
-    assert "not_null" in columns["event_id"]["data_tests"] and "data_tests" not in columns["customer_id"]
+    # the required fields, in one test (one scan); accepted values where the contract lists them
+    assert orders["data_tests"] == [{"not_null_columns": {"arguments": {"columns": [
+        f.name for f in tables.silver_events("order").schema if not f.nullable]}}}]
+    assert "customer_id" not in orders["data_tests"][0]["not_null_columns"]["arguments"]["columns"]
+    assert "data_tests" not in columns["customer_id"]
     def accepted(column: str) -> set[str]:
         return {v for t in columns[column]["data_tests"] if isinstance(t, dict) and "accepted_values" in t
                 for v in t["accepted_values"]["arguments"]["values"]}

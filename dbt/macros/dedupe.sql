@@ -17,3 +17,16 @@
 {% macro keys_present(columns) -%}
     {%- for column in columns %}{{ column }} is not null{% if not loop.last %} and {% endif %}{% endfor -%}
 {%- endmacro %}
+
+{# The staged copy of an event table (`relation`: silver.order_events or silver.inventory_events, or rows of
+   one): one row per event_date and event_id, the first in (event_ts, source_uri, source_line) order - the
+   lakehouse's own rule - of the rows with every key present (the others cannot be deduplicated or counted;
+   the source's not_null tests name them). #}
+{% macro staged_events(relation) -%}
+    {{ dedupe(relation, 'event_date, event_id', 'event_ts, source_uri, source_line', where=event_keys_present()) }}
+{%- endmacro %}
+
+{# `where` condition: the keys of an event row are all there. #}
+{% macro event_keys_present() -%}
+    {{ keys_present(['event_id', 'event_ts', 'event_date', 'store_id', 'product_id']) }}
+{%- endmacro %}

@@ -4,6 +4,11 @@
     qualify row_number() over (partition by {{ key }} order by {{ order_by }}) = 1
 {%- endmacro %}
 {% macro keys_present(columns) -%}{{ columns | join(' is not null and ') }} is not null{%- endmacro %}
+{% macro event_keys_present() -%}event_id is not null and event_date is not null{%- endmacro %}
+{% macro staged_events(relation) -%}
+    select * from {{ relation }} where event_id is not null
+    qualify row_number() over (partition by event_date, event_id order by event_ts) = 1
+{%- endmacro %}
 {% macro days_between(bounds, start_col, end_col) -%}
     select cast(unnest(generate_series({{ start_col }}, {{ end_col }}, interval 1 day)) as date) as date_day
     from {{ bounds }}
@@ -22,3 +27,4 @@
         as date_day) as days
         on series.first_date <= days.date_day and series.store_last_date >= days.date_day
 {%- endmacro %}
+{% macro storage_order(columns) -%}order by {{ columns }}{%- endmacro %}

@@ -53,3 +53,4 @@ final as (
 )
 
 select * from final
+{{ storage_order('inventory_date, store_id, product_id') }}

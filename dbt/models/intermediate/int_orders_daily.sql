@@ -43,3 +43,4 @@ daily as (
 )
 
 select * from daily
+{{ storage_order('demand_date, store_id, product_id') }}

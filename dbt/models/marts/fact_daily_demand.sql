@@ -92,3 +92,4 @@ final as (
 )
 
 select * from final
+{{ storage_order('demand_date, store_id, product_id') }}

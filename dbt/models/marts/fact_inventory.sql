@@ -129,3 +129,4 @@ select
     *,
     coalesce(on_hand_end = 0, false) as stockout
 from final
+{{ storage_order('inventory_date, store_id, product_id') }}

@@ -50,3 +50,4 @@ final as (
 )
 
 select * from final
+{{ storage_order('order_date, store_id, product_id') }}

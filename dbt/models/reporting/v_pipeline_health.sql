@@ -72,20 +72,34 @@ outcomes as (
 
 ),
 
+last_event as (
+
+    -- from the daily tables, not from outcomes: a filter on activity_date (a test's window, a dashboard's
+    -- date range) then reaches their scans, where a window over outcomes would read every day first
+    select max(last_event_at) as last_event_at
+    from (
+        select max(last_ordered_at) as last_event_at from orders
+        union all
+        select max(last_recorded_at) as last_event_at from inventory
+    ) as newest
+
+),
+
 final as (
 
     select
-        activity_date,
-        outcome,
-        entity,
-        stage,
-        reason,
-        records,
-        dead_letters,
-        last_record_at,
-        max(case when outcome = 'landed' then last_record_at end) over () as last_event_at
+        outcomes.activity_date,
+        outcomes.outcome,
+        outcomes.entity,
+        outcomes.stage,
+        outcomes.reason,
+        outcomes.records,
+        outcomes.dead_letters,
+        outcomes.last_record_at,
+        last_event.last_event_at
 
     from outcomes
+    cross join last_event
 
 )
 
