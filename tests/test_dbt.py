@@ -197,7 +197,9 @@ def test_bad_and_late_rows_build_every_model_and_the_tests_flag_them(lake, tmp_p
     # a full refresh counts the late event
     refreshed = transform.build(settings, select=["+fact_daily_demand", "+fact_orders", "dim_date"],
                                 full_refresh=True)
-    assert "assert_daily_demand_reconciles_with_silver" not in {n.name for n in refreshed.problems()}
+    # ... and the reconciliation passes, though silver still holds the redelivered copy (its day's totals as
+    # received differ from the fact's, so that day is deduplicated and compared exactly)
+    assert _statuses(refreshed)["assert_daily_demand_reconciles_with_silver"] == "pass"
 
 
 def test_dbt_sources_and_holiday_seed_in_the_repo_are_current(tmp_path):
