@@ -35,7 +35,7 @@ from pipelines import contract, landing, progress, tables
 from pipelines.batches import Dimensions, RunInfo, file_lineage, with_lineage
 from pipelines.config import Settings
 from pipelines.parsing import Limits
-from pipelines.sinks import LakeTable, WriteToBigQueryTables, WriteToLakehouse
+from pipelines.sinks import PARTITIONS, LakeTable, WriteToBigQueryTables, WriteToLakehouse, partitions_written
 from pipelines.transforms import DEAD_LETTER, NAMESPACE, DeduplicateEvents, ProcessEvents, ReadLineChunks
 
 log = logging.getLogger("lakehouse.backfill")
@@ -160,12 +160,13 @@ def run(
     jobs = [Shard(shard, dim_rows if i == 0 else []) for i, shard in enumerate(shards)]
     args = (dims, settings, runner, cloud_options(settings, beam_args or []) if to_bigquery else beam_args or [],
             run_info, sink)
-    counters = run_shards(jobs, args)
+    shard_results = run_shards(jobs, args)
+    total: Counter[str] = Counter()
+    for shard_result in shard_results:
+        total.update(shard_result.counters)  # update(), unlike +, keeps counters that are zero
+    counters = dict(total)
     if len(jobs) > 1:
-        # Shards merge into shared partitions in no fixed order, so which shard's copy of an event won is
-        # only known at the end: count this run's silver rows in the lakehouse, the rest were copies.
-        written = {fqn: LakeTable(settings.lake_dir, tables.TABLES[fqn]).count_from(frozenset(paths))
-                   for fqn in tables.SILVER_EVENTS}
+        written = {fqn: silver_rows_kept(settings, fqn, paths, shard_results) for fqn in tables.SILVER_EVENTS}
         counters.update({f"rows_written.{fqn}": n for fqn, n in written.items()})
         counters["duplicates_removed"] = counters.get("enriched", 0) - sum(written.values())
     result = BackfillResult(run_id, input_pattern, len(paths), time.perf_counter() - started, counters)
@@ -185,22 +186,37 @@ def run(
     return result
 
 
-def run_shards(jobs: list[Shard], args: tuple) -> dict[str, int]:
-    """Run every shard's pipeline; counters added up. This process runs the first shard itself while the
+def silver_rows_kept(settings: Settings, fqn: str, paths: list[str], shards: list[ShardResult]) -> int:
+    """Rows of a silver table that a sharded run's files left in the lakehouse.
+
+    Shards merge into shared partitions in no fixed order, so where two shards rewrote one partition, which
+    shard's copy of an event won is only known at the end: those partitions are counted on disk. A partition
+    one shard alone rewrote holds exactly the rows it kept there (the others hold no row of theirs in it, or they
+    would have swept it). If a shard's report does not add up to its counter, every partition is counted."""
+    writers: dict[str | None, list[int]] = {}
+    for shard in shards:
+        mine = {value: rows for (table, value), rows in shard.partitions.items() if table == fqn}
+        if sum(mine.values()) != shard.counters.get(f"rows_written.{fqn}", 0):
+            return LakeTable(settings.lake_dir, tables.TABLES[fqn]).count_from(frozenset(paths))
+        for value, rows in mine.items():
+            writers.setdefault(value, []).append(rows)
+    shared = [value for value, rows in writers.items() if len(rows) > 1]
+    alone = sum(rows[0] for rows in writers.values() if len(rows) == 1)
+    return alone + LakeTable(settings.lake_dir, tables.TABLES[fqn]).count_from(frozenset(paths), shared)
+
+
+def run_shards(jobs: list[Shard], args: tuple) -> list[ShardResult]:
+    """Run every shard's pipeline. This process runs the first shard itself while the
     others start. A process with no other thread is forked: the children start at once with Beam imported.
     Otherwise (the CLI's progress bar, a finished pipeline's threads) they are spawned, since forking a
     process that runs threads is unsafe, and each spends a few seconds importing Beam first."""
     if len(jobs) == 1:
-        return run_shard(jobs[0], *args)
+        return [run_shard(jobs[0], *args)]
     ctx = mp.get_context("fork" if threading.active_count() == 1 else "spawn")
     with ProcessPoolExecutor(len(jobs) - 1, mp_context=ctx, initializer=progress.attach,
                              initargs=(progress.share(ctx),)) as pool:
         others = [pool.submit(run_shard, job, *args) for job in jobs[1:]]
-        results = [run_shard(jobs[0], *args), *(future.result() for future in others)]
-    total: Counter[str] = Counter()
-    for shard_counters in results:
-        total.update(shard_counters)  # update(), unlike +, keeps counters that are zero
-    return dict(total)
+        return [run_shard(jobs[0], *args), *(future.result() for future in others)]
 
 
 def cloud_options(settings: Settings, beam_args: list[str]) -> list[str]:
@@ -221,6 +237,14 @@ class Shard:
 
     paths: list[str]
     dim_rows: list[tuple[str, pa.Table]]
+
+
+@dataclass
+class ShardResult:
+    """A shard's counters by name, and the lakehouse partitions it rewrote: (fqn, partition) -> rows kept."""
+
+    counters: dict[str, int]
+    partitions: dict[tuple[str, str | None], int] = field(default_factory=dict)
 
 
 def default_workers(paths: list[str], runner: str) -> int:
@@ -252,8 +276,8 @@ def plan_shards(paths: list[str], workers: int) -> list[list[str]]:
 
 
 def run_shard(shard: Shard, dims: Dimensions, settings: Settings, runner: str, beam_args: list[str],
-              run_info: RunInfo, sink) -> dict[str, int]:
-    """Build and run the pipeline over one shard's files; returns its counters by name."""
+              run_info: RunInfo, sink) -> ShardResult:
+    """Build and run the pipeline over one shard's files; returns its counters and the partitions it rewrote."""
     if mp.parent_process() is not None:  # a shard process: the parent's CLI configured logging, not this one
         logging.getLogger("apache_beam").setLevel(logging.ERROR)
     local = LOCAL_RUNNERS.get(runner, runner)
@@ -290,7 +314,9 @@ def run_shard(shard: Shard, dims: Dimensions, settings: Settings, runner: str, b
     counters: Counter[str] = Counter()
     for r in p.result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))["counters"]:
         counters[r.key.metric.name] += int(r.committed or r.attempted or 0)  # one name, several steps: add up
-    return dict(counters)
+    partitions = p.result.metrics().query(MetricsFilter().with_namespace(PARTITIONS))["distributions"]
+    return ShardResult(dict(counters), partitions_written((r.key.metric.name, (r.committed or r.attempted).sum)
+                                                          for r in partitions))
 
 
 def write_run_record(settings: Settings, result: BackfillResult, started_at: dt.datetime) -> Path:
