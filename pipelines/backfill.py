@@ -281,40 +281,47 @@ def run_shard(shard: Shard, dims: Dimensions, settings: Settings, runner: str, b
     if mp.parent_process() is not None:  # a shard process: the parent's CLI configured logging, not this one
         logging.getLogger("apache_beam").setLevel(logging.ERROR)
     local = LOCAL_RUNNERS.get(runner, runner)
-    if isinstance(sink, dict) and runner == "DirectRunner":
+    to_bigquery = isinstance(sink, dict)
+    if to_bigquery and runner == "DirectRunner":
         # to BigQuery from this machine: the bundle-based runner loses the counter updates of steps after a
         # ParDo with a side input (the sink's row counts), so the run would not reconcile; Beam's default
         # local runner keeps them (and the rows go over the network anyway)
         local = LOCAL_RUNNERS["FnApiRunner"]
-    options = PipelineOptions(beam_args, runner=local, save_main_session=False)
-    with beam.Pipeline(options=options) as p:
-        chunks = (
-            p
-            | "ListInputFiles" >> beam.Create(shard.paths)
-            | "ReadMatches" >> fileio.ReadMatches()
-            | "ReadLineChunks" >> beam.ParDo(ReadLineChunks(run_info)).with_outputs(DEAD_LETTER, main="chunks")
-        )
-        unreadable = chunks[DEAD_LETTER]
-        chunks = chunks.chunks
-        if isinstance(sink, dict):  # on Dataflow: spread one big file's chunks over many workers
-            chunks = chunks | "SpreadChunks" >> beam.Reshuffle()
-        dims_side = beam.pvalue.AsSingleton(p | "DimensionsSideInput" >> beam.Create([dims]))
-        processed = chunks | "ProcessEvents" >> ProcessEvents(run_info, dims_side)
-        dim_tables = p | "DimensionRows" >> beam.Create(shard.dim_rows)
-        silver = processed.silver
-        if isinstance(sink, dict):  # BigQuery appends; the lakehouse drops copies as it merges a table's rows
-            silver = silver | "Deduplicate" >> DeduplicateEvents()
-        tables_out = (processed.bronze, silver, processed.dead_letter, unreadable, dim_tables)
-        outputs = tables_out | "AllTables" >> beam.Flatten()
-        if isinstance(sink, dict):  # BigQuery table ids
-            outputs | "WriteBigQuery" >> WriteToBigQueryTables(sink)
-        else:  # existing lakehouse partitions; the lakehouse merges by key, so a replay never double counts
-            sources = [*shard.paths, *(uri for _, t in shard.dim_rows for uri in t["source_uri"].unique().to_pylist())]
-            outputs | "WriteLakehouse" >> WriteToLakehouse(settings.lake_dir, sources, sink)
+    # Locally, Beam's construction-time type inference (it disassembles every DoFn) only labels PCollections whose
+    # elements are Arrow tables anyway, and there are no workers to spread the input files over.
+    options = PipelineOptions(beam_args, runner=local, save_main_session=False, pipeline_type_check=to_bigquery)
+    p = beam.Pipeline(options=options)
+    chunks = (
+        p
+        | "ListInputFiles" >> beam.Create(shard.paths, reshuffle=to_bigquery)
+        | "ReadMatches" >> fileio.ReadMatches()
+        | "ReadLineChunks" >> beam.ParDo(ReadLineChunks(run_info)).with_outputs(DEAD_LETTER, main="chunks")
+    )
+    unreadable = chunks[DEAD_LETTER]
+    chunks = chunks.chunks
+    if to_bigquery:  # on Dataflow: spread one big file's chunks over many workers
+        chunks = chunks | "SpreadChunks" >> beam.Reshuffle()
+    dims_side = beam.pvalue.AsSingleton(p | "DimensionsSideInput" >> beam.Create([dims]))
+    processed = chunks | "ProcessEvents" >> ProcessEvents(run_info, dims_side)
+    dim_tables = p | "DimensionRows" >> beam.Create(shard.dim_rows, reshuffle=False)
+    silver = processed.silver
+    if to_bigquery:  # BigQuery appends; the lakehouse drops copies as it merges a table's rows
+        silver = silver | "Deduplicate" >> DeduplicateEvents()
+    tables_out = (processed.bronze, silver, processed.dead_letter, unreadable, dim_tables)
+    outputs = tables_out | "AllTables" >> beam.Flatten()
+    if to_bigquery:  # BigQuery table ids
+        outputs | "WriteBigQuery" >> WriteToBigQueryTables(sink)
+    else:  # existing lakehouse partitions; the lakehouse merges by key, so a replay never double counts
+        sources = [*shard.paths, *(uri for _, t in shard.dim_rows for uri in t["source_uri"].unique().to_pylist())]
+        outputs | "WriteLakehouse" >> WriteToLakehouse(settings.lake_dir, sources, sink)
+    # test_runner_api: the bundle-based runner would first rebuild the graph from its runner API form, only to test
+    # that form (~0.3 CPU-s); other runners skip that test anyway
+    result = p.run(test_runner_api=False)
+    result.wait_until_finish()
     counters: Counter[str] = Counter()
-    for r in p.result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))["counters"]:
+    for r in result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))["counters"]:
         counters[r.key.metric.name] += int(r.committed or r.attempted or 0)  # one name, several steps: add up
-    partitions = p.result.metrics().query(MetricsFilter().with_namespace(PARTITIONS))["distributions"]
+    partitions = result.metrics().query(MetricsFilter().with_namespace(PARTITIONS))["distributions"]
     return ShardResult(dict(counters), partitions_written((r.key.metric.name, (r.committed or r.attempted).sum)
                                                           for r in partitions))
 

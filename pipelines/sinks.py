@@ -363,7 +363,7 @@ class WriteToLakehouse(beam.PTransform):
     def expand(self, pcoll):
         sweep = (
             pcoll.pipeline
-            | "ListExistingPartitions" >> beam.Create(self.existing)
+            | "ListExistingPartitions" >> beam.Create(self.existing, reshuffle=False)
             | "KeyForSweep" >> beam.MapTuple(lambda fqn, value: (fqn, _OnDisk(value)))
         )
         return (
