@@ -97,7 +97,7 @@ def check_event(event: contract.Event, limits: Limits) -> contract.Event | Rejec
                          f"event_ts {event.event_ts.isoformat()} is after {limits.latest_event_ts.isoformat()}")
     if event.event_ts < MIN_EVENT_TS:
         return _rejected(event, "invalid_timestamp", f"event_ts {event.event_ts.isoformat()} is before 1990")
-    if isinstance(event, contract.InventoryAdjustment) and event.quantity == 0:
+    if type(event) in _ADJUSTMENTS and event.quantity == 0:
         return _rejected(event, "invalid_quantity", "an inventory_adjustment must change stock (quantity != 0)")
     return event
 
@@ -140,6 +140,7 @@ def _unpatterned(cls: type[msgspec.Struct]) -> type[msgspec.Struct]:
 #: `parse_line`, so the contract's rules and reasons stay those of `EVENT_DECODER`.
 UNPATTERNED = {cls: _unpatterned(cls) for cls in contract.Event.__args__}
 FAST_EVENT_DECODER = msgspec.json.Decoder(Union[tuple(UNPATTERNED.values())])
+_ADJUSTMENTS = frozenset({contract.InventoryAdjustment, UNPATTERNED[contract.InventoryAdjustment]})
 #: event struct (the contract's or its unpatterned one) -> (field, compiled pattern) pairs that FAST_EVENT_DECODER
 #: leaves unchecked; msgspec matches a pattern with `search`
 PATTERNS: dict[type, list[tuple[str, re.Pattern]]] = {
