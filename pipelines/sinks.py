@@ -172,7 +172,10 @@ class LakeTable:
         `in_file_order`: `new` is sorted as the files keep rows (`file_order`) and has no two rows with one
         key, so a partition that has no file yet takes it as it is."""
         schema = self.spec.schema
-        new = new.select(schema.names).cast(schema) if new is not None else schema.empty_table()
+        if new is None:
+            new = schema.empty_table()
+        elif not new.schema.equals(schema):
+            new = new.select(schema.names).cast(schema)
         received = new.num_rows
         with self.lock():
             files = self.partition_files(value)
