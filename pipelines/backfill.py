@@ -291,23 +291,26 @@ def run_shard(shard: Shard, dims: Dimensions, settings: Settings, runner: str, b
     # elements are Arrow tables anyway, and there are no workers to spread the input files over.
     options = PipelineOptions(beam_args, runner=local, save_main_session=False, pipeline_type_check=to_bigquery)
     p = beam.Pipeline(options=options)
-    chunks = (
+    files = (
         p
         | "ListInputFiles" >> beam.Create(shard.paths, reshuffle=to_bigquery)
         | "ReadMatches" >> fileio.ReadMatches()
-        | "ReadLineChunks" >> beam.ParDo(ReadLineChunks(run_info)).with_outputs(DEAD_LETTER, main="chunks")
     )
-    unreadable = chunks[DEAD_LETTER]
-    chunks = chunks.chunks
-    if to_bigquery:  # on Dataflow: spread one big file's chunks over many workers
-        chunks = chunks | "SpreadChunks" >> beam.Reshuffle()
     dims_side = beam.pvalue.AsSingleton(p | "DimensionsSideInput" >> beam.Create([dims]))
-    processed = chunks | "ProcessEvents" >> ProcessEvents(run_info, dims_side)
+    unreadable = []
+    if to_bigquery:  # on Dataflow: spread one big file's chunks over many workers
+        chunks = files | "ReadLineChunks" >> beam.ParDo(ReadLineChunks(run_info)).with_outputs(DEAD_LETTER,
+                                                                                              main="chunks")
+        unreadable.append(chunks[DEAD_LETTER])
+        processed = chunks.chunks | "SpreadChunks" >> beam.Reshuffle() | "ProcessEvents" >> ProcessEvents(
+            run_info, dims_side)
+    else:  # each file read and parsed in one step (its dead letter, if unreadable, among the others)
+        processed = files | "ProcessEvents" >> ProcessEvents(run_info, dims_side, from_files=True)
     dim_tables = p | "DimensionRows" >> beam.Create(shard.dim_rows, reshuffle=False)
     silver = processed.silver
     if to_bigquery:  # BigQuery appends; the lakehouse drops copies as it merges a table's rows
         silver = silver | "Deduplicate" >> DeduplicateEvents()
-    tables_out = (processed.bronze, silver, processed.dead_letter, unreadable, dim_tables)
+    tables_out = (processed.bronze, silver, processed.dead_letter, *unreadable, dim_tables)
     outputs = tables_out | "AllTables" >> beam.Flatten()
     if to_bigquery:  # BigQuery table ids
         outputs | "WriteBigQuery" >> WriteToBigQueryTables(sink)
