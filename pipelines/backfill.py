@@ -35,7 +35,7 @@ from pipelines import contract, landing, progress, tables
 from pipelines.batches import Dimensions, RunInfo, file_lineage, with_lineage
 from pipelines.config import Settings
 from pipelines.parsing import Limits
-from pipelines.sinks import LakeTable, WriteToBigQueryTables, WriteToLakehouse
+from pipelines.sinks import PARTITIONS, LakeTable, WriteToBigQueryTables, WriteToLakehouse, partitions_written
 from pipelines.transforms import DEAD_LETTER, NAMESPACE, DeduplicateEvents, ProcessEvents, ReadLineChunks
 
 log = logging.getLogger("lakehouse.backfill")
@@ -160,12 +160,13 @@ def run(
     jobs = [Shard(shard, dim_rows if i == 0 else []) for i, shard in enumerate(shards)]
     args = (dims, settings, runner, cloud_options(settings, beam_args or []) if to_bigquery else beam_args or [],
             run_info, sink)
-    counters = run_shards(jobs, args)
+    shard_results = run_shards(jobs, args)
+    total: Counter[str] = Counter()
+    for shard_result in shard_results:
+        total.update(shard_result.counters)  # update(), unlike +, keeps counters that are zero
+    counters = dict(total)
     if len(jobs) > 1:
-        # Shards merge into shared partitions in no fixed order, so which shard's copy of an event won is
-        # only known at the end: count this run's silver rows in the lakehouse, the rest were copies.
-        written = {fqn: LakeTable(settings.lake_dir, tables.TABLES[fqn]).count_from(frozenset(paths))
-                   for fqn in tables.SILVER_EVENTS}
+        written = {fqn: silver_rows_kept(settings, fqn, paths, shard_results) for fqn in tables.SILVER_EVENTS}
         counters.update({f"rows_written.{fqn}": n for fqn, n in written.items()})
         counters["duplicates_removed"] = counters.get("enriched", 0) - sum(written.values())
     result = BackfillResult(run_id, input_pattern, len(paths), time.perf_counter() - started, counters)
@@ -185,22 +186,37 @@ def run(
     return result
 
 
-def run_shards(jobs: list[Shard], args: tuple) -> dict[str, int]:
-    """Run every shard's pipeline; counters added up. This process runs the first shard itself while the
+def silver_rows_kept(settings: Settings, fqn: str, paths: list[str], shards: list[ShardResult]) -> int:
+    """Rows of a silver table that a sharded run's files left in the lakehouse.
+
+    Shards merge into shared partitions in no fixed order, so where two shards rewrote one partition, which
+    shard's copy of an event won is only known at the end: those partitions are counted on disk. A partition
+    one shard alone rewrote holds exactly the rows it kept there (the others hold no row of theirs in it, or they
+    would have swept it). If a shard's report does not add up to its counter, every partition is counted."""
+    writers: dict[str | None, list[int]] = {}
+    for shard in shards:
+        mine = {value: rows for (table, value), rows in shard.partitions.items() if table == fqn}
+        if sum(mine.values()) != shard.counters.get(f"rows_written.{fqn}", 0):
+            return LakeTable(settings.lake_dir, tables.TABLES[fqn]).count_from(frozenset(paths))
+        for value, rows in mine.items():
+            writers.setdefault(value, []).append(rows)
+    shared = [value for value, rows in writers.items() if len(rows) > 1]
+    alone = sum(rows[0] for rows in writers.values() if len(rows) == 1)
+    return alone + LakeTable(settings.lake_dir, tables.TABLES[fqn]).count_from(frozenset(paths), shared)
+
+
+def run_shards(jobs: list[Shard], args: tuple) -> list[ShardResult]:
+    """Run every shard's pipeline. This process runs the first shard itself while the
     others start. A process with no other thread is forked: the children start at once with Beam imported.
     Otherwise (the CLI's progress bar, a finished pipeline's threads) they are spawned, since forking a
     process that runs threads is unsafe, and each spends a few seconds importing Beam first."""
     if len(jobs) == 1:
-        return run_shard(jobs[0], *args)
+        return [run_shard(jobs[0], *args)]
     ctx = mp.get_context("fork" if threading.active_count() == 1 else "spawn")
     with ProcessPoolExecutor(len(jobs) - 1, mp_context=ctx, initializer=progress.attach,
                              initargs=(progress.share(ctx),)) as pool:
         others = [pool.submit(run_shard, job, *args) for job in jobs[1:]]
-        results = [run_shard(jobs[0], *args), *(future.result() for future in others)]
-    total: Counter[str] = Counter()
-    for shard_counters in results:
-        total.update(shard_counters)  # update(), unlike +, keeps counters that are zero
-    return dict(total)
+        return [run_shard(jobs[0], *args), *(future.result() for future in others)]
 
 
 def cloud_options(settings: Settings, beam_args: list[str]) -> list[str]:
@@ -221,6 +237,14 @@ class Shard:
 
     paths: list[str]
     dim_rows: list[tuple[str, pa.Table]]
+
+
+@dataclass
+class ShardResult:
+    """A shard's counters by name, and the lakehouse partitions it rewrote: (fqn, partition) -> rows kept."""
+
+    counters: dict[str, int]
+    partitions: dict[tuple[str, str | None], int] = field(default_factory=dict)
 
 
 def default_workers(paths: list[str], runner: str) -> int:
@@ -252,45 +276,57 @@ def plan_shards(paths: list[str], workers: int) -> list[list[str]]:
 
 
 def run_shard(shard: Shard, dims: Dimensions, settings: Settings, runner: str, beam_args: list[str],
-              run_info: RunInfo, sink) -> dict[str, int]:
-    """Build and run the pipeline over one shard's files; returns its counters by name."""
+              run_info: RunInfo, sink) -> ShardResult:
+    """Build and run the pipeline over one shard's files; returns its counters and the partitions it rewrote."""
     if mp.parent_process() is not None:  # a shard process: the parent's CLI configured logging, not this one
         logging.getLogger("apache_beam").setLevel(logging.ERROR)
     local = LOCAL_RUNNERS.get(runner, runner)
-    if isinstance(sink, dict) and runner == "DirectRunner":
+    to_bigquery = isinstance(sink, dict)
+    if to_bigquery and runner == "DirectRunner":
         # to BigQuery from this machine: the bundle-based runner loses the counter updates of steps after a
         # ParDo with a side input (the sink's row counts), so the run would not reconcile; Beam's default
         # local runner keeps them (and the rows go over the network anyway)
         local = LOCAL_RUNNERS["FnApiRunner"]
-    options = PipelineOptions(beam_args, runner=local, save_main_session=False)
-    with beam.Pipeline(options=options) as p:
-        chunks = (
-            p
-            | "ListInputFiles" >> beam.Create(shard.paths)
-            | "ReadMatches" >> fileio.ReadMatches()
-            | "ReadLineChunks" >> beam.ParDo(ReadLineChunks(run_info)).with_outputs(DEAD_LETTER, main="chunks")
-        )
-        unreadable = chunks[DEAD_LETTER]
-        chunks = chunks.chunks
-        if isinstance(sink, dict):  # on Dataflow: spread one big file's chunks over many workers
-            chunks = chunks | "SpreadChunks" >> beam.Reshuffle()
-        dims_side = beam.pvalue.AsSingleton(p | "DimensionsSideInput" >> beam.Create([dims]))
-        processed = chunks | "ProcessEvents" >> ProcessEvents(run_info, dims_side)
-        dim_tables = p | "DimensionRows" >> beam.Create(shard.dim_rows)
-        silver = processed.silver
-        if isinstance(sink, dict):  # BigQuery appends; the lakehouse drops copies as it merges a table's rows
-            silver = silver | "Deduplicate" >> DeduplicateEvents()
-        tables_out = (processed.bronze, silver, processed.dead_letter, unreadable, dim_tables)
-        outputs = tables_out | "AllTables" >> beam.Flatten()
-        if isinstance(sink, dict):  # BigQuery table ids
-            outputs | "WriteBigQuery" >> WriteToBigQueryTables(sink)
-        else:  # existing lakehouse partitions; the lakehouse merges by key, so a replay never double counts
-            sources = [*shard.paths, *(uri for _, t in shard.dim_rows for uri in t["source_uri"].unique().to_pylist())]
-            outputs | "WriteLakehouse" >> WriteToLakehouse(settings.lake_dir, sources, sink)
+    # Locally, Beam's construction-time type inference (it disassembles every DoFn) only labels PCollections whose
+    # elements are Arrow tables anyway, and there are no workers to spread the input files over.
+    options = PipelineOptions(beam_args, runner=local, save_main_session=False, pipeline_type_check=to_bigquery)
+    p = beam.Pipeline(options=options)
+    files = (
+        p
+        | "ListInputFiles" >> beam.Create(shard.paths, reshuffle=to_bigquery)
+        | "ReadMatches" >> fileio.ReadMatches()
+    )
+    dims_side = beam.pvalue.AsSingleton(p | "DimensionsSideInput" >> beam.Create([dims]))
+    unreadable = []
+    if to_bigquery:  # on Dataflow: spread one big file's chunks over many workers
+        chunks = files | "ReadLineChunks" >> beam.ParDo(ReadLineChunks(run_info)).with_outputs(DEAD_LETTER,
+                                                                                              main="chunks")
+        unreadable.append(chunks[DEAD_LETTER])
+        processed = chunks.chunks | "SpreadChunks" >> beam.Reshuffle() | "ProcessEvents" >> ProcessEvents(
+            run_info, dims_side)
+    else:  # each file read and parsed in one step (its dead letter, if unreadable, among the others)
+        processed = files | "ProcessEvents" >> ProcessEvents(run_info, dims_side, from_files=True)
+    dim_tables = p | "DimensionRows" >> beam.Create(shard.dim_rows, reshuffle=False)
+    silver = processed.silver
+    if to_bigquery:  # BigQuery appends; the lakehouse drops copies as it merges a table's rows
+        silver = silver | "Deduplicate" >> DeduplicateEvents()
+    tables_out = (processed.bronze, silver, processed.dead_letter, *unreadable, dim_tables)
+    outputs = tables_out | "AllTables" >> beam.Flatten()
+    if to_bigquery:  # BigQuery table ids
+        outputs | "WriteBigQuery" >> WriteToBigQueryTables(sink)
+    else:  # existing lakehouse partitions; the lakehouse merges by key, so a replay never double counts
+        sources = [*shard.paths, *(uri for _, t in shard.dim_rows for uri in t["source_uri"].unique().to_pylist())]
+        outputs | "WriteLakehouse" >> WriteToLakehouse(settings.lake_dir, sources, sink)
+    # test_runner_api: the bundle-based runner would first rebuild the graph from its runner API form, only to test
+    # that form (~0.3 CPU-s); other runners skip that test anyway
+    result = p.run(test_runner_api=False)
+    result.wait_until_finish()
     counters: Counter[str] = Counter()
-    for r in p.result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))["counters"]:
+    for r in result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))["counters"]:
         counters[r.key.metric.name] += int(r.committed or r.attempted or 0)  # one name, several steps: add up
-    return dict(counters)
+    partitions = result.metrics().query(MetricsFilter().with_namespace(PARTITIONS))["distributions"]
+    return ShardResult(dict(counters), partitions_written((r.key.metric.name, (r.committed or r.attempted).sum)
+                                                          for r in partitions))
 
 
 def write_run_record(settings: Settings, result: BackfillResult, started_at: dt.datetime) -> Path:

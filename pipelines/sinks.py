@@ -32,6 +32,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from apache_beam.metrics import Metrics
 
 from pipelines import tables
 from pipelines.batches import drop_duplicates, first_copies, partition_value, split_by
@@ -42,6 +43,17 @@ HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
 _NO_DICTIONARY = frozenset({"event_id", "event_ts", "payload", "detail", "order_id", "customer_id", "source_line"})
 DATA_FILE = "data.parquet"
 PARQUET_GLOB = "*.parquet"
+#: Beam metrics namespace of the partitions a sink rewrote: one distribution per (table, partition), named by
+#: `partition_metric`, whose sum is the rows this run kept there
+PARTITIONS = "lakehouse.partitions"
+
+
+class Merged(NamedTuple):
+    """What `LakeTable.merge_partition` did: new rows kept, copies dropped, and whether it rewrote the partition."""
+
+    kept: int
+    dropped: int
+    rewrote: bool
 
 
 # ---- local Parquet lakehouse -----------------------------------------------------------------
@@ -146,37 +158,41 @@ class LakeTable:
     def _holds_any(self, value: str | None, sources: pa.Array) -> bool:
         return pc.any(self._rows_from(value, sources)).as_py() or False
 
-    def count_from(self, sources: frozenset[str]) -> int:
-        """Rows that came from `sources`, over all partitions."""
+    def count_from(self, sources: frozenset[str], values: Iterable[str | None] | None = None) -> int:
+        """Rows that came from `sources`, over all partitions (or those in `values`)."""
         value_set = pa.array(sorted(sources), pa.string())
         return sum(pc.sum(self._rows_from(value, value_set).cast(pa.int64())).as_py() or 0
-                   for value in self.partitions())
+                   for value in (self.partitions() if values is None else values))
 
     def merge_partition(self, value: str | None, new: pa.Table | None, sources: frozenset[str],
-                        in_file_order: bool = False) -> tuple[int, int]:
-        """Replace this partition's rows from `sources` with `new`; returns (new rows kept, copies dropped).
+                        in_file_order: bool = False) -> Merged:
+        """Replace this partition's rows from `sources` with `new`; returns (new rows kept, copies dropped,
+        whether the partition was rewritten: not when neither `new` nor the partition holds rows of ours).
 
         `in_file_order`: `new` is sorted as the files keep rows (`file_order`) and has no two rows with one
         key, so a partition that has no file yet takes it as it is."""
         schema = self.spec.schema
-        new = new.select(schema.names).cast(schema) if new is not None else schema.empty_table()
+        if new is None:
+            new = schema.empty_table()
+        elif not new.schema.equals(schema):
+            new = new.select(schema.names).cast(schema)
         received = new.num_rows
         with self.lock():
             files = self.partition_files(value)
             if not files and in_file_order:
                 if new.num_rows:
                     self.write_partition(value, new)
-                return new.num_rows, 0
+                return Merged(new.num_rows, 0, new.num_rows > 0)
             if files:
                 ours = pa.array(sorted(sources), pa.string())
                 if new.num_rows == 0 and not self._holds_any(value, ours):
-                    return 0, 0  # a sweep, and nothing of ours here: leave the file alone
+                    return Merged(0, 0, False)  # a sweep, and nothing of ours here: leave the file alone
                 old = self.read_partition(value, files)
                 old = old.filter(pc.invert(_replaceable(old, ours)))
                 new = _not_received_before(new, old)
             else:
                 if new.num_rows == 0:
-                    return 0, 0
+                    return Merged(0, 0, False)
                 old = schema.empty_table()
             merged, kept_new = pa.concat_tables([old, new]), new.num_rows
             # New rows alone are unique already (MergeTable and the stream drop copies, dimension keys are
@@ -194,7 +210,7 @@ class LakeTable:
                 kept_new = int(first[old.num_rows:].sum())
                 merged = merged.filter(pa.array(first))
             self.write_partition(value, merged.sort_by(_sort_keys(self.spec)), files)
-        return kept_new, received - kept_new
+        return Merged(kept_new, received - kept_new, True)
 
 
 _PARTS = 0
@@ -350,7 +366,7 @@ class WriteToLakehouse(beam.PTransform):
     def expand(self, pcoll):
         sweep = (
             pcoll.pipeline
-            | "ListExistingPartitions" >> beam.Create(self.existing)
+            | "ListExistingPartitions" >> beam.Create(self.existing, reshuffle=False)
             | "KeyForSweep" >> beam.MapTuple(lambda fqn, value: (fqn, _OnDisk(value)))
         )
         return (
@@ -368,7 +384,10 @@ class _OnDisk(NamedTuple):
 
 
 class MergeTable(beam.DoFn):
-    """(fqn, [tables and _OnDisk markers]) -> each partition file rewritten; yields (fqn, partition, rows)."""
+    """(fqn, [tables and _OnDisk markers]) -> each partition file rewritten; yields (fqn, partition, rows).
+
+    Each partition rewritten is also reported as a distribution in the `PARTITIONS` metrics namespace (see
+    `partitions_written`), so the launcher learns which partitions other runs may have merged into too."""
 
     def __init__(self, root: Path, sources: frozenset[str]):
         self.root, self.sources = root, sources
@@ -394,10 +413,26 @@ class MergeTable(beam.DoFn):
             yield fqn, value, self.merge(lake, value, None)
 
     def merge(self, lake: LakeTable, value: str | None, part: pa.Table | None) -> int:
-        written, dropped = lake.merge_partition(value, part, self.sources, in_file_order=part is not None)
-        count(f"rows_written.{lake.spec.fqn}", written)
-        count_superseded(lake.spec.fqn, dropped)
-        return written
+        merged = lake.merge_partition(value, part, self.sources, in_file_order=part is not None)
+        count(f"rows_written.{lake.spec.fqn}", merged.kept)
+        count_superseded(lake.spec.fqn, merged.dropped)
+        if merged.rewrote:
+            Metrics.distribution(PARTITIONS, partition_metric(lake.spec.fqn, value)).update(merged.kept)
+        return merged.kept
+
+
+def partition_metric(fqn: str, value: str | None) -> str:
+    return f"{fqn}/{value if value is not None else HIVE_NULL}"
+
+
+def partitions_written(metrics: Iterable[tuple[str, int]]) -> dict[tuple[str, str | None], int]:
+    """(fqn, partition) -> rows kept, from (`partition_metric` name, sum) pairs of the `PARTITIONS` namespace."""
+    written: dict[tuple[str, str | None], int] = {}
+    for name, rows in metrics:  # one name from several steps: add up
+        fqn, value = name.split("/", 1)
+        key = (fqn, None if value == HIVE_NULL else value)
+        written[key] = written.get(key, 0) + rows
+    return written
 
 
 def count_superseded(fqn: str, n: int) -> None:

@@ -286,6 +286,29 @@ def test_a_sharded_rerun_over_loaded_files_counts_every_copy_once(tmp_path):
         ("X", True), ("Y", False)]
 
 
+def test_a_sharded_run_counts_on_disk_only_the_partitions_two_shards_rewrote(tmp_path, monkeypatch):
+    x = _order("X", "2024-03-01T10:00:00Z")
+    land = _landing(tmp_path / "in", {"a.jsonl": [x, _order("Y", "2024-03-02T10:00:00Z")],
+                                      "b.jsonl": [x, _order("Z", "2024-03-03T10:00:00Z")]})  # a copy of X
+    assert len(backfill.plan_shards(backfill.match_inputs(str(land / "events" / "*.jsonl")), 2)) == 2
+    counted = []
+    real = backfill.LakeTable.count_from
+
+    def count_from(self, sources, values=None):
+        counted.append((self.spec.fqn, None if values is None else sorted(values)))
+        return real(self, sources, values)
+
+    monkeypatch.setattr(backfill.LakeTable, "count_from", count_from)
+    settings = settings_for(tmp_path)
+    for _ in range(2):  # a re-run: each shard sweeps the partitions only the other one writes, and keeps them
+        counted.clear()
+        result = run(land, settings, workers=2)
+        assert (result.lines_read, result.silver_rows, result.duplicates, result.reconciles) == (4, 3, 1, True)
+        assert sorted(counted) == [("silver.inventory_events", []), ("silver.order_events", ["2024-03-01"])]
+    assert query(settings, "select event_id, source_uri like '%a.jsonl' from silver.order_events order by 1") == [
+        ("X", True), ("Y", True), ("Z", False)]
+
+
 def test_an_event_id_reused_on_another_day_is_treated_alike_by_one_or_two_processes(tmp_path):
     files = {"a.jsonl": [_order("X", "2024-03-01T23:59:59Z")], "b.jsonl": [_order("X", "2024-03-02T00:00:01Z")]}
     land = _landing(tmp_path / "in", files)

@@ -2,8 +2,10 @@
 
 Covers the fault catalogue (`pipelines.faults.FAULTS`, except the enrich-stage kinds), hand-written bad
 lines (syntax, types, ranges, clock, size, encoding), valid events of every type, the identifying fields
-a rejection keeps, and hypothesis fuzzing: arbitrary bytes and JSON objects never raise, and valid events
-round-trip through msgspec encoding. The clock is fixed (conftest.NOW); nothing here touches the network.
+a rejection keeps, and hypothesis fuzzing: arbitrary bytes and JSON objects never raise, valid events
+round-trip through msgspec encoding, and the chunk validator (`parse_chunk`, whose hot path skips the
+contract's string patterns) says of every line what `parse_line` says. The clock is fixed (conftest.NOW);
+nothing here touches the network.
 
     .venv/bin/python -m pytest tests/test_parsing.py
 """
@@ -21,6 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pipelines import contract, faults
+from pipelines.batches import LineChunk, RunInfo, parse_chunk
 from pipelines.parsing import Limits, Rejection, parse_line
 
 NOW = dt.datetime(2025, 6, 1, tzinfo=dt.UTC)
@@ -366,3 +369,38 @@ def test_fuzz_valid_events_round_trip(event):
     parsed = parse_line(encode(event), FUZZ_LIMITS)
     assert parsed == event
     assert type(parsed) is type(event)
+
+
+def assert_chunk_agrees_with_parse_line(lines: list[bytes], limits: Limits) -> None:
+    """parse_chunk's verdict on each line (event id and type, or reason and detail) is parse_line's."""
+    lines = [raw.replace(b"\n", b"") for raw in lines]
+    result = parse_chunk(LineChunk("file:///fuzz.jsonl", 1, lines), RunInfo("fuzz", limits.now, limits))
+    said = {}
+    for table in result.events.values():
+        said.update({n: (i, t) for n, i, t in zip(*(table[c].to_pylist() for c in ("source_line", "event_id",
+                                                                                   "event_type")))})
+    if result.dead_letters is not None:
+        dead = result.dead_letters
+        said.update({n: (r, d) for n, r, d in zip(*(dead[c].to_pylist() for c in ("source_line", "reason", "detail")))})
+    expected = {}
+    for n, raw in enumerate(lines, start=1):
+        verdict = parse_line(raw, limits)
+        expected[n] = (verdict.reason, verdict.detail) if isinstance(verdict, Rejection) else (
+            verdict.event_id, verdict.__struct_config__.tag)
+    assert said == expected
+
+
+def test_chunks_check_the_contract_patterns_as_parse_line_does():
+    order = msgspec.json.decode(VALID_LINE)
+    lines = [encode({**order, "currency": c}) for c in ("GBP", "gbp", "GB", "GBP\n", "EURO", "", "ÉUR", "USD")]
+    future = {**order, "event_ts": "2030-01-01T00:00:00Z"}
+    lines += [encode({**future, "currency": "gbp"}), encode({**future, "currency": "GBP"}),
+              encode({**order, "currency": "gbp", "channel": "web"}), encode({**order, "currency": 7}),
+              encode({**order, "event_type": "return", "quantity": -1, "currency": "eur"})]
+    assert_chunk_agrees_with_parse_line(lines, FUZZ_LIMITS)
+
+
+@FUZZ
+@given(st.lists(JSON_OBJECTS.map(encode) | spliced_lines() | VALID_EVENTS.map(encode), max_size=8))
+def test_fuzz_chunks_say_of_every_line_what_parse_line_says(lines):
+    assert_chunk_agrees_with_parse_line(lines, FUZZ_LIMITS)

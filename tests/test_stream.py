@@ -193,11 +193,10 @@ def test_a_repair_over_the_archive_keeps_the_streams_rows_and_adds_only_the_gaps
     fqn, day = "bronze.order_events", T0.date().isoformat()
     StreamAppender(tmp_path).append(fqn, day, bronze_rows(["a", "b"], lines=[1, 2], message_ids=["m1", "m2"]))
     lake = LakeTable(tmp_path, tables.TABLES[fqn])
-    kept, dropped = lake.merge_partition(day, bronze_rows(["a", "b", "c"]), frozenset({"/archive/a.jsonl"}))
-    assert (kept, dropped) == (1, 2)
+    assert lake.merge_partition(day, bronze_rows(["a", "b", "c"]), frozenset({"/archive/a.jsonl"})) == (1, 2, True)
     rows = {r["event_id"]: r["message_id"] for r in lake.read_partition(day).to_pylist()}
     assert rows == {"a": "m1", "b": "m2", "c": None}
-    assert lake.merge_partition(day, bronze_rows(["a", "b", "c"]), frozenset({"/archive/a.jsonl"})) == (1, 2)
+    assert lake.merge_partition(day, bronze_rows(["a", "b", "c"]), frozenset({"/archive/a.jsonl"})) == (1, 2, True)
     assert lake.read_partition(day).num_rows == 3  # a second repair changes nothing
 
 

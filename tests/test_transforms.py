@@ -3,9 +3,10 @@
 Covers ReadLineChunks (line numbering, chunking, every byte kept, .gz, no trailing newline), ParseEvents and
 EnrichEvents (tagged valid / dead_letter outputs, counters), DeduplicateEvents (one row per event_id per
 table, the first in (source_uri, source_line) order, the duplicates_removed counter), WriteToLakehouse, and
-ProcessEvents end to end from files, where the counts must reconcile: lines read = silver rows after
-deduplication + dead letters + duplicates removed. Elements are Arrow tables, so every assertion first maps
-them to plain values. Runs on the BundleBasedDirectRunner, as `lakehouse backfill` does locally.
+ProcessEvents end to end from files (read in a step of their own, or with the parsing), where the counts must
+reconcile: lines read = silver rows after deduplication + dead letters + duplicates removed. Elements are Arrow
+tables, so every assertion first maps them to plain values. Runs on the BundleBasedDirectRunner, as `lakehouse
+backfill` does locally.
 
     .venv/bin/python -m pytest tests/test_transforms.py
 """
@@ -306,7 +307,8 @@ def test_write_to_lakehouse_cuts_tables_into_partitions_in_file_order_with_one_c
 
 
 # ---- ProcessEvents, end to end -----------------------------------------------------------------
-def test_process_events_end_to_end_reconciles(tmp_path, run_info, dims, line):
+@pytest.mark.parametrize("from_files", [False, True], ids=["from_chunks", "from_files"])
+def test_process_events_end_to_end_reconciles(tmp_path, run_info, dims, line, from_files):
     day = b"\n".join([
         line(event_id="o-1"), line(event_id="o-2", store_id="S002", product_id="P0002"),
         line("return", event_id="r-1"), line("inventory_snapshot", event_id="i-1"),
@@ -322,9 +324,12 @@ def test_process_events_end_to_end_reconciles(tmp_path, run_info, dims, line):
     (tmp_path / "2.jsonl.gz").write_bytes(gzip.compress(replay))
 
     p = new_pipeline()
-    chunks = read_chunks(p, sorted(tmp_path.iterdir()), chunk_lines=3)
+    if from_files:  # each file read and parsed in one step (ReadAndParseEvents)
+        inputs = p | beam.Create([str(path) for path in sorted(tmp_path.iterdir())]) | fileio.ReadMatches()
+    else:
+        inputs = read_chunks(p, sorted(tmp_path.iterdir()), chunk_lines=3)
     dims_side = beam.pvalue.AsSingleton(p | "Dimensions" >> beam.Create([dims]))
-    processed = chunks | ProcessEvents(run_info, dims_side)
+    processed = inputs | ProcessEvents(run_info, dims_side, from_files=from_files)
     silver = processed.silver | DeduplicateEvents()
     assert_that(processed.bronze | "BronzeRows" >> beam.FlatMap(rows) | "BronzeIds" >> beam.Map(lambda r: r[3]),
                 equal_to(["o-1", "o-2", "r-1", "i-1", "o-1", "x-1", "x-2", "o-2", "i-2", "o-3"]), label="CheckBronze")
