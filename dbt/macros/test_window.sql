@@ -46,7 +46,7 @@
 {% macro get_where_subquery(relation) -%}
     {%- set where = config.get('where', '') -%}
     {%- if where == '__test_window__' -%}
-        {%- set where = test_window_filter() -%}
+        {%- set where = test_window_filter(relation) -%}
     {%- endif -%}
     {%- if where -%}
         {{ return('(select * from ' ~ relation ~ ' where ' ~ where ~ ') dbt_subquery') }}
@@ -54,13 +54,19 @@
     {{ return(relation) }}
 {%- endmacro %}
 
-{# The filter of the current test: '' when its model has no meta.test_window or the build has no window. #}
-{% macro test_window_filter() -%}
+{# The filter of the current test on `relation`: '' when what it tests has no meta.test_window or the build has
+   no window. A source test names its source among the test's sources (a relationships test between two
+   sources has both: the tested one is the relation passed here). #}
+{% macro test_window_filter(relation) -%}
     {%- if not execute -%}{{ return('') }}{%- endif -%}
-    {%- set tested = graph.nodes.get(model.attached_node) if model.attached_node else none -%}
-    {%- if tested is none and model.sources -%}
-        {%- set tested = graph.sources.get('source.' ~ project_name ~ '.' ~ model.sources[0] | join('.')) -%}
-    {%- endif -%}
+    {%- set found = namespace(node=graph.nodes.get(model.attached_node) if model.attached_node else none) -%}
+    {%- for source_name, table_name in model.sources if found.node is none -%}
+        {%- set source = graph.sources.get('source.' ~ project_name ~ '.' ~ source_name ~ '.' ~ table_name) -%}
+        {%- if source is not none and source.relation_name == relation | string -%}
+            {%- set found.node = source -%}
+        {%- endif -%}
+    {%- endfor -%}
+    {%- set tested = found.node -%}
     {%- set column = tested.config.meta.get('test_window') if tested is not none else none -%}
     {%- if not column -%}{{ return('') }}{%- endif -%}
     {%- set window = adapter.get_relation(database=target.database, schema=target.schema,
