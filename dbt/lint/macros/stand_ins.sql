@@ -28,3 +28,4 @@
         on series.first_date <= days.date_day and series.store_last_date >= days.date_day
 {%- endmacro %}
 {% macro storage_order(columns) -%}order by {{ columns }}{%- endmacro %}
+{% macro daily_incremental(date_column, key_columns) -%}{%- endmacro %}

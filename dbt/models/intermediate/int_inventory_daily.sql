@@ -1,17 +1,7 @@
 -- Inventory events summed to one row per day x store x product (days with inventory events only):
 -- the day's last snapshot is its end-of-day on-hand; a day that ends with nothing on hand is a stock-out.
 -- Incremental like the facts: rebuilds the days from its newest date minus var('lookback_days').
-{{
-    config(
-        materialized='incremental',
-        unique_key=['inventory_date', 'store_id', 'product_id'],
-        incremental_strategy=('merge' if target.type == 'bigquery' else 'delete+insert'),
-        partition_by=({'field': 'inventory_date', 'data_type': 'date', 'granularity': 'day'}
-                      if target.type == 'bigquery' else none),
-        cluster_by=['store_id', 'product_id'],
-        on_schema_change='append_new_columns'
-    )
-}}
+{{ daily_incremental('inventory_date', ['store_id', 'product_id']) }}
 
 {%- set cutoff = incremental_cutoff('inventory_date') %}
 

@@ -1,16 +1,6 @@
 -- Order lines summed to one row per day x store x product (days with order events only). Incremental
 -- like the facts: rebuilds the days from its newest date minus var('lookback_days').
-{{
-    config(
-        materialized='incremental',
-        unique_key=['demand_date', 'store_id', 'product_id'],
-        incremental_strategy=('merge' if target.type == 'bigquery' else 'delete+insert'),
-        partition_by=({'field': 'demand_date', 'data_type': 'date', 'granularity': 'day'}
-                      if target.type == 'bigquery' else none),
-        cluster_by=['store_id', 'product_id'],
-        on_schema_change='append_new_columns'
-    )
-}}
+{{ daily_incremental('demand_date', ['store_id', 'product_id']) }}
 
 {%- set cutoff = incremental_cutoff('demand_date') %}
 

@@ -1,17 +1,7 @@
 -- One row per date x store x product, zero-filled: every series (store x product with any order or
 -- inventory event) has a row for each day from its first event to the last day with any event in its
 -- store. Incremental: rebuilds the days from the newest demand_date minus var('lookback_days').
-{{
-    config(
-        materialized='incremental',
-        unique_key=['demand_date', 'store_id', 'product_id'],
-        incremental_strategy=('merge' if target.type == 'bigquery' else 'delete+insert'),
-        partition_by=({'field': 'demand_date', 'data_type': 'date', 'granularity': 'day'}
-                      if target.type == 'bigquery' else none),
-        cluster_by=['store_id', 'product_id'],
-        on_schema_change='append_new_columns'
-    )
-}}
+{{ daily_incremental('demand_date', ['store_id', 'product_id']) }}
 
 {%- set cutoff = incremental_cutoff('demand_date') %}
 

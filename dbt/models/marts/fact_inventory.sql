@@ -2,17 +2,7 @@
 -- inventory event to the last day with any event in its store: a day without a snapshot carries the
 -- last one forward. Incremental like the other facts: rebuilds the days from its newest date minus
 -- var('lookback_days'), carrying forward from this table's row of the day before.
-{{
-    config(
-        materialized='incremental',
-        unique_key=['inventory_date', 'store_id', 'product_id'],
-        incremental_strategy=('merge' if target.type == 'bigquery' else 'delete+insert'),
-        partition_by=({'field': 'inventory_date', 'data_type': 'date', 'granularity': 'day'}
-                      if target.type == 'bigquery' else none),
-        cluster_by=['store_id', 'product_id'],
-        on_schema_change='append_new_columns'
-    )
-}}
+{{ daily_incremental('inventory_date', ['store_id', 'product_id']) }}
 
 {%- set cutoff = incremental_cutoff('inventory_date') %}
 

@@ -1,16 +1,6 @@
 -- One row per order line (orders and returns), deduplicated. Incremental: rebuilds the days from the
 -- newest order_date minus var('lookback_days'), so late events within the lookback are picked up.
-{{
-    config(
-        materialized='incremental',
-        unique_key=['order_date', 'event_id'],
-        incremental_strategy=('merge' if target.type == 'bigquery' else 'delete+insert'),
-        partition_by=({'field': 'order_date', 'data_type': 'date', 'granularity': 'day'}
-                      if target.type == 'bigquery' else none),
-        cluster_by=['store_id', 'product_id'],
-        on_schema_change='append_new_columns'
-    )
-}}
+{{ daily_incremental('order_date', ['event_id']) }}
 
 {%- set cutoff = incremental_cutoff('order_date') %}
 
