@@ -17,8 +17,8 @@ silver_as_received as (
     select
         event_date as demand_date,
         count(*) as order_lines,
-        sum(case when quantity > 0 then quantity else 0 end) as units_ordered,
-        sum(case when quantity < 0 then -quantity else 0 end) as units_returned
+        sum({{ units_ordered('quantity') }}) as units_ordered,
+        sum({{ units_returned('quantity') }}) as units_returned
 
     from {{ source('silver', 'order_events') }}
     where {{ event_keys_present() }}
@@ -62,8 +62,8 @@ silver_daily as (
 
     select
         event_date as demand_date,
-        sum(case when quantity > 0 then quantity else 0 end) as units_ordered,
-        sum(case when quantity < 0 then -quantity else 0 end) as units_returned
+        sum({{ units_ordered('quantity') }}) as units_ordered,
+        sum({{ units_returned('quantity') }}) as units_returned
 
     from ({{ staged_events('rows_to_check') }}) as staged
     group by 1

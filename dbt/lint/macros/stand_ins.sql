@@ -29,3 +29,5 @@
 {%- endmacro %}
 {% macro storage_order(columns) -%}order by {{ columns }}{%- endmacro %}
 {% macro daily_incremental(date_column, key_columns) -%}{%- endmacro %}
+{% macro units_ordered(quantity) -%}greatest({{ quantity }}, 0){%- endmacro %}
+{% macro units_returned(quantity) -%}greatest(-{{ quantity }}, 0){%- endmacro %}
