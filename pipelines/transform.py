@@ -75,12 +75,8 @@ def _accepted_values(spec: tables.TableSpec) -> dict[str, list[str]]:
     return values
 
 
-def _column(f, bq_type: str, accepted: list[str] | None) -> dict[str, Any]:
-    column: dict[str, Any] = {"name": f.name, "description": (f.metadata or {}).get(b"description", b"").decode(),
-                              "data_type": bq_type}
-    if accepted:
-        column["data_tests"] = [{"accepted_values": {"arguments": {"values": accepted}}}]
-    return column
+def _column(f, bq_type: str) -> dict[str, Any]:
+    return {"name": f.name, "description": (f.metadata or {}).get(b"description", b"").decode(), "data_type": bq_type}
 
 
 def test_window_column(spec: tables.TableSpec) -> str | None:
@@ -91,9 +87,10 @@ def test_window_column(spec: tables.TableSpec) -> str | None:
 
 def dbt_sources(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """The dbt sources of every lakehouse table (bronze, silver, ml), derived from `tables.TABLES`:
-    names, descriptions and types from the contract, `not_null_columns` over the required fields, accepted values
-    where the contract lists them; then the hand-written `overrides` (freshness, keys, relationships)
-    merged in by source, table and column name (lists are appended, mappings updated)."""
+    names, descriptions and types from the contract, `not_null_columns` over the required fields and
+    `accepted_values_columns` over the columns whose values the contract lists (one scan each); then the
+    hand-written `overrides` (freshness, keys, relationships) merged in by source, table and column name
+    (lists are appended, mappings updated)."""
     layers: dict[str, list[tables.TableSpec]] = {}
     for spec in tables.TABLES.values():
         layers.setdefault(spec.layer, []).append(spec)
@@ -101,15 +98,21 @@ def dbt_sources(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     for layer, specs in layers.items():
         table_list = []
         for spec in specs:
-            accepted = _accepted_values(spec)
+            enumerated = _accepted_values(spec)
             types = {c["name"]: c["type"] for c in spec.bigquery_schema()}
             table = {"name": spec.name, "description": spec.description}
             if window := test_window_column(spec):
                 table["config"] = {"meta": {"test_window": window}}
+            # one scan for all required columns, one for all enumerated ones (dbt/tests/generic/)
+            tests = []
             if required := [f.name for f in spec.schema if not f.nullable]:
-                # one scan for all required columns (tests/generic/not_null_columns.sql)
-                table["data_tests"] = [{"not_null_columns": {"arguments": {"columns": required}}}]
-            table["columns"] = [_column(f, types[f.name], accepted.get(f.name)) for f in spec.schema]
+                tests.append({"not_null_columns": {"arguments": {"columns": required}}})
+            if enumerated:
+                values = {name: enumerated[name] for name in spec.schema.names if name in enumerated}
+                tests.append({"accepted_values_columns": {"arguments": {"values": values}}})
+            if tests:
+                table["data_tests"] = tests
+            table["columns"] = [_column(f, types[f.name]) for f in spec.schema]
             table_list.append(table)
         sources.append({"name": layer, "description": f"The {layer} layer, written by the lakehouse pipelines.",
                         "schema": f"{{{{ env_var('LAKEHOUSE_{layer.upper()}_DATASET', '{layer}') }}}}",

@@ -156,26 +156,45 @@ def test_bad_and_late_rows_build_every_model_and_the_tests_flag_them(lake, tmp_p
     reuse = {**day_before, "event_ts": day_before["event_ts"] + dt.timedelta(days=1)}  # its id reused a day later
     bad = [{**template, "event_id": "ghost-1", "event_ts": at, "product_id": "P-GHOST"},  # unknown product
            {**template, "event_id": "nokey-1", "event_ts": at, "store_id": None},  # broken key
+           {**template, "event_id": "kiosk-1", "event_ts": at, "channel": "kiosk"},  # a channel not in the contract
            redelivered, reuse]
     table.write_partition(str(last_day), pa.concat_tables([recent, pa.Table.from_pylist(bad, nullable)]))
+    # the day's last snapshot of a series counts below zero, with a reason the contract does not know
+    stock = LakeTable(settings.lake_dir, tables.silver_events("inventory"))
+    snapshots = stock.read_partition(str(last_day))
+    snapshot = next(r for r in snapshots.to_pylist() if r["event_type"] == "inventory_snapshot")
+    negative = {**snapshot, "event_id": "negative-1", "quantity": -5, "reason": "lost_in_space",
+                "event_ts": dt.datetime.combine(last_day, dt.time(23, 59), tzinfo=dt.UTC)}
+    stock.write_partition(str(last_day), pa.concat_tables([snapshots, pa.Table.from_pylist([negative],
+                                                                                           snapshots.schema)]))
 
     result = transform.build(settings)
     statuses = _statuses(result)
     assert not result.ok  # error-severity tests failed ...
     models = {n.name: n.status for n in result.nodes if n.resource_type == "model"}
-    assert set(models.values()) == {"success"}, models  # ... yet every model was built
+    # ... yet every model was built, bar the view over the fact whose own error test failed (negative stock)
+    assert {name for name, status in models.items() if status != "success"} == {"v_inventory_risk"}, models
+    assert models["v_inventory_risk"] == "skipped"
     failed = {name for name, status in statuses.items() if status == "fail"}
     warned = {name for name, status in statuses.items() if status == "warn"}
     # exactly the broken keys fail (at the source), and the duplicates and the late event warn; the tests on
     # event tables checked the days the build rebuilt (the test window), where the bad rows are
-    assert {n.split("__")[0] for n in failed} == {"source_not_null_columns_silver_order_events_event_id",
-                                                  "source_relationships_silver_order_events_product_id"}, failed
-    nulls = next(n for n in result.nodes if n.name.startswith("source_not_null_columns_silver_order_events"))
-    assert nulls.failures == 1  # one null value (the keyless row's store_id), counted as not_null would
+    assert {n.split("__")[0] for n in failed} == {
+        "source_not_null_columns_silver_order_events_event_id", "source_relationships_silver_order_events_product_id",
+        "source_accepted_values_columns_silver_order_events", "source_accepted_values_columns_silver_inventory_events",
+        "non_negative_columns_fact_inventory_on_hand_end"}, failed
+    def failures(prefix: str) -> int | None:
+        return next(n.failures for n in result.nodes if n.name.startswith(prefix))
+
+    assert failures("source_not_null_columns_silver_order_events") == 1  # the keyless row's store_id, as not_null
+    assert failures("source_accepted_values_columns_silver_order_events") == 1  # the kiosk
+    assert failures("source_accepted_values_columns_silver_inventory_events") == 1  # the unknown reason
+    assert failures("non_negative_columns_fact_inventory") == 1  # the series' day ends below zero
     assert any(n.startswith("source_unique_silver_order_events_event_id") for n in warned), warned
     assert "assert_daily_demand_reconciles_with_silver" in warned  # the late event, beyond the lookback
     assert "assert_daily_demand_grid_is_complete" not in warned | failed
-    assert failed | warned == {n.name for n in result.problems()}
+    skipped = {n.name for n in result.problems()} - failed - warned  # the view after the failed fact, its tests
+    assert len(skipped) == 5 and all("v_inventory_risk" in n and statuses[n] == "skipped" for n in skipped), skipped
     window_start = last_day - dt.timedelta(days=3)  # the newest day before this build minus the lookback
     compiled = next((settings.lake_dir / "dbt" / "local" / "target" / "compiled").rglob(
         "not_null_columns_fact_daily_de*.sql")).read_text()
@@ -215,16 +234,14 @@ def test_sources_are_derived_from_the_contract():
     orders = next(t for t in silver["tables"] if t["name"] == "order_events")
     columns = {c["name"]: c for c in orders["columns"]}
     assert list(columns) == tables.silver_events("order").schema.names
-    # the required fields, in one test (one scan); accepted values where the contract lists them
-    assert orders["data_tests"] == [{"not_null_columns": {"arguments": {"columns": [
-        f.name for f in tables.silver_events("order").schema if not f.nullable]}}}]
+    # the required fields in one test (one scan), the values of the columns the contract enumerates in another
+    assert orders["data_tests"] == [
+        {"not_null_columns": {"arguments": {"columns": [
+            f.name for f in tables.silver_events("order").schema if not f.nullable]}}},
+        {"accepted_values_columns": {"arguments": {"values": {"event_type": ["order", "return"],
+                                                              "channel": ["online", "store"]}}}}]
     assert "customer_id" not in orders["data_tests"][0]["not_null_columns"]["arguments"]["columns"]
-    assert "data_tests" not in columns["customer_id"]
-    def accepted(column: str) -> set[str]:
-        return {v for t in columns[column]["data_tests"] if isinstance(t, dict) and "accepted_values" in t
-                for v in t["accepted_values"]["arguments"]["values"]}
-
-    assert accepted("event_type") == {"order", "return"} and accepted("channel") == {"store", "online"}
+    assert not any("data_tests" in column for column in columns.values())
     with pytest.raises(ValueError, match="not_a_column"):
         transform.dbt_sources({"sources": [{"name": "silver", "tables": [
             {"name": "order_events", "columns": [{"name": "not_a_column"}]}]}]})
