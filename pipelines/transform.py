@@ -284,46 +284,65 @@ def build(settings: Settings, target: str = "local", select: list[str] | None = 
 
     if target not in TARGETS:
         raise ValueError(f"target must be one of {', '.join(TARGETS)}, got {target!r}")
-    if target == "local":
-        from pipelines import warehouse
-
-        warehouse.refresh_views(settings)  # the sources (bronze/silver/ml views) exist before dbt reads them
     started = time.monotonic()
-    common = ["--log-format", "json", "--no-use-colors"]
-    # cautious: a test runs in the command that selects every model it reads (one that reads a source and a
-    # model, like the reconciliation with silver, runs in the build, after the model)
-    select_tests = ["--indirect-selection", "cautious"]
-    build_args = [*select_tests, "--exclude", SOURCES_SELECTOR, *(exclude or [])]
-    if select:
-        build_args += ["--select", *select]
-    if full_refresh:
-        build_args.append("--full-refresh")
-    if unit_tests is None:
-        unit_tests = full_refresh or bool(select) or target != "local" or "fact_daily_demand" not in \
-            gold_row_counts(settings)
-    if not unit_tests:
-        build_args += ["--exclude-resource-type", "unit_test"]
+    # JSON lines on stdout (this process reads them); dbt.log in dbt's own text format, which costs a fraction
+    # of JSON per line (a build logs ~20 debug lines per node)
+    common = ["--log-format", "json", "--log-format-file", "debug", "--no-use-colors"]
+    # the child imports dbt and parses the project (seconds) while this process prepares the warehouse
+    dbt = _start_dbt(dbt_args(settings, "parse", target, *common, "--no-write-json"), env or dbt_env(settings))
+    try:
+        if target == "local":
+            from pipelines import warehouse
+
+            warehouse.refresh_views(settings)  # the sources (bronze/silver/ml views) exist before dbt reads them
+        # cautious: a test runs in the command that selects every model it reads (one that reads a source and a
+        # model, like the reconciliation with silver, runs in the build, after the model)
+        select_tests = ["--indirect-selection", "cautious"]
+        build_args = [*select_tests, "--exclude", SOURCES_SELECTOR, *(exclude or [])]
+        if select:
+            build_args += ["--select", *select]
+        if full_refresh:
+            build_args.append("--full-refresh")
+        if unit_tests is None:
+            unit_tests = full_refresh or bool(select) or target != "local" or "fact_daily_demand" not in \
+                gold_row_counts(settings)
+        if not unit_tests:
+            build_args += ["--exclude-resource-type", "unit_test"]
+    except BaseException:
+        dbt.kill()
+        dbt.wait()
+        raise
     # manifest.json and run_results.json are written once, by the build (the others' would be overwritten)
-    phases = [("parse", dbt_args(settings, "parse", target, *common, "--no-write-json")),
-              ("sources", dbt_args(settings, "test", target, *common, "--no-write-json", *select_tests,
+    phases = [("sources", dbt_args(settings, "test", target, *common, "--no-write-json", *select_tests,
                                    "--select", SOURCES_SELECTOR)),
               ("build", dbt_args(settings, "build", target, *common, *build_args))]
     if select:  # a chosen part of the graph: only its own tests, as `dbt build --select` does
-        del phases[1]
+        del phases[0]
     result = BuildResult(target, returncode=0)
-    result.returncode = _run_dbt(phases, env or dbt_env(settings), result, on_progress or (lambda p: None))
+    result.returncode = _run_dbt(dbt, phases, result, on_progress or (lambda p: None))
     result.seconds = time.monotonic() - started
     return result
 
 
-def _run_dbt(phases: list[tuple[str, list[str]]], env: dict[str, str], result: BuildResult,
+def _start_dbt(parse: list[str], env: dict[str, str]) -> subprocess.Popen:
+    """The dbt child process (`pipelines.dbt_runner`), parsing the project with the `parse` arguments; it waits
+    for its commands on stdin (`_run_dbt`) before it touches the warehouse."""
+    return subprocess.Popen([sys.executable, "-m", "pipelines.dbt_runner", json.dumps(parse)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                            cwd=DBT_DIR.parent)
+
+
+def _run_dbt(proc: subprocess.Popen, phases: list[tuple[str, list[str]]], result: BuildResult,
              notify: Callable[[Progress], None]) -> int:
-    """Run the dbt commands in one child process (`pipelines.dbt_runner`), turning its JSON log events into
-    Progress calls and its phase summaries into `result.nodes`; returns the worst exit code."""
-    argv = [sys.executable, "-m", "pipelines.dbt_runner", json.dumps(phases)]
-    phase, returncode = phases[0][0], 0
-    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-                          cwd=DBT_DIR.parent) as proc:
+    """Send the dbt commands to the child started by `_start_dbt`, turning its JSON log events into Progress
+    calls and its phase summaries into `result.nodes`; returns the worst exit code."""
+    phase, returncode = "parse", 0
+    with proc:
+        try:
+            proc.stdin.write(json.dumps(phases) + "\n")
+            proc.stdin.close()
+        except BrokenPipeError:  # it stopped already (the parse failed): its output says why
+            pass
         for event in _events(iter(proc.stdout.readline, "")):
             info, data = event.get("info", {}), event.get("data", {})
             name, level, msg = info.get("name", ""), info.get("level", "info"), info.get("msg", "")
