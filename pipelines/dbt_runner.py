@@ -5,9 +5,12 @@ once (dbt's start-up and parse cost seconds each), then each later command on th
     stdin, one line: [["sources", ["test", ...]], ["build", ["build", ...]]]
 
 It parses first, then reads the later commands from stdin: its parent prepares the warehouse and decides
-them meanwhile. Its stdout is dbt's JSON log, plus one line before and after each later command
-(`PHASE_START`, `PHASE_DONE` with the command's node results). It imports nothing of the project, only
-dbt: the child starts in the time dbt itself needs.
+them meanwhile. Its stdout is one JSON line per dbt event the parent hears (a node started or finished, a
+warning, an error: `{"info": {name, level, msg}, "data": {index, total, status, node_info}}`, a few fields
+of dbt's own JSON log line), plus one line before and after each later command (`PHASE_START`, `PHASE_DONE`
+with the command's node results). dbt's own console log is off: formatting every event as JSON costs more
+than the rest of a node's bookkeeping. It imports nothing of the project, only dbt: the child starts in the
+time dbt itself needs.
 """
 
 from __future__ import annotations
@@ -15,25 +18,49 @@ from __future__ import annotations
 import gc
 import json
 import sys
+import threading
 from typing import Any
 
 PHASE_START, PHASE_DONE = "LakehousePhaseStart", "LakehousePhaseDone"
+#: dbt's events of a finished node
+RESULT_EVENTS = frozenset({"LogModelResult", "LogTestResult", "LogSeedResult", "LogSnapshotResult", "LogNodeResult",
+                           "LogSkipResult", "RunResultError", "LogFreshnessResult"})
+#: the events passed on besides warnings and errors
+FORWARDED = RESULT_EVENTS | {"LogStartLine"}
+_LOCK = threading.Lock()  # dbt's threads send events too
+
+
+def emit(name: str, level: str = "debug", msg: str = "", **data: Any) -> None:
+    line = json.dumps({"info": {"name": name, "level": level, "msg": msg}, "data": data}) + "\n"
+    with _LOCK:
+        sys.stdout.write(line)
+        sys.stdout.flush()
+
+
+def forward(event: Any) -> None:
+    """dbt's callback for every event (an EventMsg): pass on the few the parent hears."""
+    info = event.info
+    if info.name not in FORWARDED and info.level not in ("warn", "error"):
+        return
+    fields = event.data.DESCRIPTOR.fields_by_name
+    data = {name: getattr(event.data, name) for name in ("index", "total", "status") if name in fields}
+    if "node_info" in fields and event.data.HasField("node_info"):
+        data["node_info"] = {"node_name": event.data.node_info.node_name,
+                             "node_status": event.data.node_info.node_status}
+    emit(info.name, info.level, info.msg, **data)
 
 
 def main(parse: list[str]) -> int:
     from dbt.cli.main import dbtRunner
 
-    def emit(name: str, **data: Any) -> None:
-        print(json.dumps({"info": {"name": name, "level": "debug", "msg": ""}, "data": data}), flush=True)
-
-    parsed = dbtRunner().invoke(parse)
+    parsed = dbtRunner(callbacks=[forward]).invoke(parse)
     if not parsed.success:
         return 2
     phases = json.loads(sys.stdin.readline() or "[]")
     # The manifest and dbt's own long-lived objects stay to the end: out of the garbage collector's sight
     # (each full collection would walk them again), and out of the final collection at exit.
     gc.freeze()
-    runner = dbtRunner(manifest=parsed.result)
+    runner = dbtRunner(manifest=parsed.result, callbacks=[forward])
     for phase, args in phases:
         emit(PHASE_START, phase=phase)
         res = runner.invoke(args)

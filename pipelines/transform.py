@@ -247,8 +247,6 @@ class Progress:
 
 #: statuses as the log events spell them -> as run_results.json does
 _STATUS = {"ok": "success", "created": "success", "insert": "success"}
-_RESULT_EVENTS = {"LogModelResult", "LogTestResult", "LogSeedResult", "LogSnapshotResult", "LogNodeResult",
-                  "LogSkipResult", "RunResultError", "LogFreshnessResult"}
 
 
 def _events(lines: Iterator[str]) -> Iterator[dict[str, Any]]:
@@ -285,9 +283,9 @@ def build(settings: Settings, target: str = "local", select: list[str] | None = 
     if target not in TARGETS:
         raise ValueError(f"target must be one of {', '.join(TARGETS)}, got {target!r}")
     started = time.monotonic()
-    # JSON lines on stdout (this process reads them); dbt.log in dbt's own text format, which costs a fraction
-    # of JSON per line (a build logs ~20 debug lines per node)
-    common = ["--log-format", "json", "--log-format-file", "debug", "--no-use-colors"]
+    # no console log (the child passes on the events this process hears); dbt.log in dbt's own text format,
+    # which costs a fraction of JSON per line (a build logs ~20 debug lines per node)
+    common = ["--log-level", "none", "--log-level-file", "debug", "--log-format-file", "debug", "--no-use-colors"]
     # the child imports dbt and parses the project (seconds) while this process prepares the warehouse
     dbt = _start_dbt(dbt_args(settings, "parse", target, *common, "--no-write-json"), env or dbt_env(settings))
     try:
@@ -355,7 +353,7 @@ def _run_dbt(proc: subprocess.Popen, phases: list[tuple[str, list[str]]], result
             elif name == "LogStartLine":
                 notify(Progress("start", data.get("index", 0), data.get("total", 0), node.get("node_name", ""),
                                 phase=phase))
-            elif name in _RESULT_EVENTS and node:
+            elif name in dbt_runner.RESULT_EVENTS and node:
                 status = str(data.get("status") or node.get("node_status", "")).lower()
                 notify(Progress("done", data.get("index", 0), data.get("total", 0), node.get("node_name", ""),
                                 status=_STATUS.get(status, status), message=msg, level=level, phase=phase))

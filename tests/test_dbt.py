@@ -66,9 +66,10 @@ def lake(tmp_path_factory):
     full = transform.build(settings)
     first_rows = _query(settings, f"select count(*), max(demand_date) from {GOLD}.fact_daily_demand")[0]
     _backfill(root / "part2", files[FIRST_PART:], settings)
-    incremental = transform.build(settings)
+    progress: list[transform.Progress] = []
+    incremental = transform.build(settings, on_progress=progress.append)
     return {"root": root, "sim": sim, "settings": settings, "full": full, "incremental": incremental,
-            "first_rows": first_rows}
+            "first_rows": first_rows, "progress": progress}
 
 
 @pytest.mark.slow
@@ -88,6 +89,28 @@ def test_full_build_passes_with_unit_tests_and_builds_every_gold_table(lake):
     assert counts["fact_demand_forecast"] == counts["mart_forecast_accuracy"] == 0
     rows, last = lake["first_rows"]
     assert rows == 3 * 8 * FIRST_PART and last == START + dt.timedelta(days=FIRST_PART - 1)
+
+
+@pytest.mark.slow
+def test_the_build_reports_each_node_as_it_starts_and_ends(lake):
+    nodes = [n for n in lake["incremental"].nodes if n.resource_type in ("model", "seed", "test")]
+    started = {(p.phase, p.name) for p in lake["progress"] if p.kind == "start"}
+    done = {(p.phase, p.name): p.status for p in lake["progress"] if p.kind == "done"}
+    assert {phase for phase, _ in started} == {"sources", "build"}
+    assert {name for _, name in started} == {name for _, name in done} == {n.name for n in nodes}
+    models = {n.name for n in nodes if n.resource_type == "model"}
+    assert {status for (_, name), status in done.items() if name in models} == {"success"}
+    assert all(done[phase, name] == "pass" for phase, name in done if phase == "sources")
+
+
+def test_a_broken_profile_fails_the_build_with_dbt_s_message(tmp_path):
+    settings = Settings(home=tmp_path)
+    heard: list[transform.Progress] = []
+    result = transform.build(settings, target="gcp", on_progress=heard.append,
+                             env=transform.dbt_env(settings) | {"LAKEHOUSE_GCP_AUTH_METHOD": "carrier-pigeon"})
+    assert result.returncode == 2 and not result.ok and not result.nodes
+    assert any("carrier-pigeon" in error for error in result.errors), result.errors
+    assert [p.level for p in heard if "carrier-pigeon" in p.message] == ["error"]
 
 
 @pytest.mark.slow
