@@ -43,6 +43,9 @@ GOLD_MODELS = ("dim_date", "dim_product", "dim_store", "fact_orders", "fact_dail
 TARGETS = ("local", "gcp")
 #: the sources (bronze, silver, ml); with dbt's eager indirect selection, also the tests on them
 SOURCES_SELECTOR = "source:*"
+#: a test runs in the command that selects every model it reads (one that reads a source and a model, like
+#: the reconciliation with silver, runs in the build, after the model)
+CAUTIOUS = ["--indirect-selection", "cautious"]
 
 
 # ---- files derived from the contract ---------------------------------------------------------------------
@@ -293,25 +296,13 @@ def build(settings: Settings, target: str = "local", select: list[str] | None = 
             from pipelines import warehouse
 
             warehouse.refresh_views(settings)  # the sources (bronze/silver/ml views) exist before dbt reads them
-        # cautious: a test runs in the command that selects every model it reads (one that reads a source and a
-        # model, like the reconciliation with silver, runs in the build, after the model)
-        select_tests = ["--indirect-selection", "cautious"]
-        build_args = [*select_tests, "--exclude", SOURCES_SELECTOR, *(exclude or [])]
-        if select:
-            build_args += ["--select", *select]
-        if full_refresh:
-            build_args.append("--full-refresh")
-        if unit_tests is None:
-            unit_tests = full_refresh or bool(select) or target != "local" or "fact_daily_demand" not in \
-                gold_row_counts(settings)
-        if not unit_tests:
-            build_args += ["--exclude-resource-type", "unit_test"]
+        build_args = _build_args(settings, target, select, exclude, full_refresh, unit_tests)
     except BaseException:
         dbt.kill()
         dbt.wait()
         raise
     # manifest.json and run_results.json are written once, by the build (the others' would be overwritten)
-    phases = [("sources", dbt_args(settings, "test", target, *common, "--no-write-json", *select_tests,
+    phases = [("sources", dbt_args(settings, "test", target, *common, "--no-write-json", *CAUTIOUS,
                                    "--select", SOURCES_SELECTOR)),
               ("build", dbt_args(settings, "build", target, *common, *build_args))]
     if select:  # a chosen part of the graph: only its own tests, as `dbt build --select` does
@@ -320,6 +311,22 @@ def build(settings: Settings, target: str = "local", select: list[str] | None = 
     result.returncode = _run_dbt(dbt, phases, result, on_progress or (lambda p: None))
     result.seconds = time.monotonic() - started
     return result
+
+
+def _build_args(settings: Settings, target: str, select: list[str] | None, exclude: list[str] | None,
+                full_refresh: bool, unit_tests: bool | None) -> list[str]:
+    """The arguments of the build command after the common ones (see `build`)."""
+    args = [*CAUTIOUS, "--exclude", SOURCES_SELECTOR, *(exclude or [])]
+    if select:
+        args += ["--select", *select]
+    if full_refresh:
+        args.append("--full-refresh")
+    if unit_tests is None:
+        unit_tests = full_refresh or bool(select) or target != "local" or "fact_daily_demand" not in \
+            gold_row_counts(settings)
+    if not unit_tests:
+        args += ["--exclude-resource-type", "unit_test"]
+    return args
 
 
 def _start_dbt(parse: list[str], env: dict[str, str]) -> subprocess.Popen:

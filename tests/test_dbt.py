@@ -113,6 +113,22 @@ def test_a_broken_profile_fails_the_build_with_dbt_s_message(tmp_path):
     assert [p.level for p in heard if "carrier-pigeon" in p.message] == ["error"]
 
 
+def test_the_dbt_child_stops_when_preparing_the_warehouse_fails(tmp_path, monkeypatch):
+    from pipelines import warehouse
+
+    started = []
+    start = transform._start_dbt
+    monkeypatch.setattr(transform, "_start_dbt", lambda *args: started.append(start(*args)) or started[-1])
+
+    def broken(settings):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(warehouse, "refresh_views", broken)
+    with pytest.raises(OSError, match="disk full"):
+        transform.build(Settings(home=tmp_path))
+    assert len(started) == 1 and started[0].returncode is not None  # killed and reaped, not left parsing
+
+
 @pytest.mark.slow
 def test_incremental_build_uses_the_lookback_and_matches_the_simulated_truth(lake):
     settings, incremental = lake["settings"], lake["incremental"]
