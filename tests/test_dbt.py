@@ -103,6 +103,24 @@ def test_the_build_reports_each_node_as_it_starts_and_ends(lake):
     assert all(done[phase, name] == "pass" for phase, name in done if phase == "sources")
 
 
+@pytest.mark.slow
+def test_pipeline_health_counts_every_record_once_by_its_day(lake):
+    settings = lake["settings"]
+    day = START + dt.timedelta(days=DAYS // 2)
+    dated = "coalesce(event_date, cast(failed_at as date))"  # the rejecting run's day when the event has none
+    for where in ("true", f"activity_date >= date '{day}'"):
+        landed, dead = _query(settings, f"""select sum(records) filter (where outcome = 'landed'),
+            sum(dead_letters) from {GOLD}.v_pipeline_health where {where}""")[0]
+        staged = [("stg_silver__order_events", "order_date"), ("stg_silver__inventory_events", "inventory_date")]
+        events = sum(_query(settings, f"select count(*) from staging.{view} where "
+                                      f"{where.replace('activity_date', column)}")[0][0] for view, column in staged)
+        assert landed == events
+        assert dead == _query(settings, f"select count(*) from bronze.dead_letter where "
+                                        f"{where.replace('activity_date', dated)}")[0][0]
+    undated = _query(settings, "select count(*) from bronze.dead_letter where event_date is null")[0][0]
+    assert undated > 0  # unreadable lines have no event date
+
+
 def test_a_broken_profile_fails_the_build_with_dbt_s_message(tmp_path):
     settings = Settings(home=tmp_path)
     heard: list[transform.Progress] = []

@@ -21,7 +21,25 @@ inventory as (
 
 dead_letters as (
 
-    select * from {{ ref('stg_bronze__dead_letters') }}
+    -- by activity date: the event's date, or the rejecting run's for records without a readable event time
+    -- (two branches, not a coalesce: a filter on activity_date then reaches the event_date partitions)
+    select
+        event_date as activity_date,
+        stage,
+        reason,
+        failed_at
+    from {{ ref('stg_bronze__dead_letters') }}
+    where event_date is not null
+
+    union all
+
+    select
+        cast(failed_at as date) as activity_date,
+        stage,
+        reason,
+        failed_at
+    from {{ ref('stg_bronze__dead_letters') }}
+    where event_date is null
 
 ),
 
@@ -58,7 +76,7 @@ outcomes as (
     union all
 
     select
-        coalesce(event_date, cast(failed_at as date)) as activity_date,
+        activity_date,
         'dead_letter' as outcome,
         cast(null as string) as entity,
         stage,
