@@ -108,11 +108,14 @@ def dbt_sources(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
                 table["config"] = {"meta": {"test_window": window}}
             # one scan for all required columns, one for all enumerated ones (dbt/tests/generic/)
             tests = []
+            # named by test and table (dbt's default name spells out every argument)
             if required := [f.name for f in spec.schema if not f.nullable]:
-                tests.append({"not_null_columns": {"arguments": {"columns": required}}})
+                tests.append({"not_null_columns": {"name": f"source_not_null_columns_{layer}_{spec.name}",
+                                                   "arguments": {"columns": required}}})
             if enumerated:
                 values = {name: enumerated[name] for name in spec.schema.names if name in enumerated}
-                tests.append({"accepted_values_columns": {"arguments": {"values": values}}})
+                tests.append({"accepted_values_columns": {"name": f"source_accepted_values_columns_{layer}_{spec.name}",
+                                                          "arguments": {"values": values}}})
             if tests:
                 table["data_tests"] = tests
             table["columns"] = [_column(f, types[f.name]) for f in spec.schema]

@@ -237,7 +237,7 @@ def test_bad_and_late_rows_build_every_model_and_the_tests_flag_them(lake, tmp_p
     # exactly the broken keys fail (at the source), and the duplicates and the late event warn; the tests on
     # event tables checked the days the build rebuilt (the test window), where the bad rows are
     assert {n.split("__")[0] for n in failed} == {
-        "source_not_null_columns_silver_order_events_event_id", "source_relationships_silver_order_events_product_id",
+        "source_not_null_columns_silver_order_events", "source_relationships_silver_order_events_product_id",
         "source_accepted_values_columns_silver_order_events", "source_accepted_values_columns_silver_inventory_events",
         "non_negative_columns_fact_inventory_on_hand_end"}, failed
     def failures(prefix: str) -> int | None:
@@ -293,10 +293,10 @@ def test_sources_are_derived_from_the_contract():
     assert list(columns) == tables.silver_events("order").schema.names
     # the required fields in one test (one scan), the values of the columns the contract enumerates in another
     assert orders["data_tests"] == [
-        {"not_null_columns": {"arguments": {"columns": [
+        {"not_null_columns": {"name": "source_not_null_columns_silver_order_events", "arguments": {"columns": [
             f.name for f in tables.silver_events("order").schema if not f.nullable]}}},
-        {"accepted_values_columns": {"arguments": {"values": {"event_type": ["order", "return"],
-                                                              "channel": ["online", "store"]}}}}]
+        {"accepted_values_columns": {"name": "source_accepted_values_columns_silver_order_events", "arguments": {
+            "values": {"event_type": ["order", "return"], "channel": ["online", "store"]}}}}]
     assert "customer_id" not in orders["data_tests"][0]["not_null_columns"]["arguments"]["columns"]
     assert not any("data_tests" in column for column in columns.values())
     with pytest.raises(ValueError, match="not_a_column"):
