@@ -75,7 +75,7 @@ _LINEAGE_TYPES = {f.name: f.type for f in tables.LINEAGE}
 def file_lineage(source_uri: str, lines: list[int | None]) -> dict[str, pa.Array]:
     """Lineage columns of records read from a file: no Pub/Sub fields."""
     n = len(lines)
-    return {"source_uri": pa.array([source_uri] * n, pa.string()), "source_line": pa.array(lines, pa.int64()),
+    return {"source_uri": pa.repeat(pa.scalar(source_uri, pa.string()), n), "source_line": pa.array(lines, pa.int64()),
             **{name: pa.nulls(n, _LINEAGE_TYPES[name]) for name in ("message_id", "publish_time", "attributes")}}
 
 
