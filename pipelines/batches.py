@@ -170,10 +170,11 @@ def _pattern_misses(entity: str, columns: dict[str, list]) -> set[int]:
 
 
 def to_arrow(values: list, type_: pa.DataType) -> pa.Array:
-    """An Arrow array of Python values. Aware datetimes go through Arrow's naive timestamp type, which converts them
-    to UTC as the zoned type does at half the cost (~0.4 µs a value), then take the zone back (no copy)."""
+    """An Arrow array of Python values. Aware datetimes (the contract's) become RFC 3339 text in one msgspec call and
+    Arrow parses that text, offsets included, in one vectorised cast: ~0.1 µs a value, where Arrow's conversion of
+    datetime objects calls each one's `utcoffset()` (~0.36 µs). Exact: the text holds every microsecond."""
     if pa.types.is_timestamp(type_) and type_.tz == "UTC":
-        return pa.array(values, pa.timestamp(type_.unit)).view(type_)
+        return pa.array(msgspec.to_builtins(values), pa.string()).cast(type_)
     return pa.array(values, type_)
 
 
