@@ -75,7 +75,7 @@ _LINEAGE_TYPES = {f.name: f.type for f in tables.LINEAGE}
 def file_lineage(source_uri: str, lines: list[int | None]) -> dict[str, pa.Array]:
     """Lineage columns of records read from a file: no Pub/Sub fields."""
     n = len(lines)
-    return {"source_uri": pa.array([source_uri] * n, pa.string()), "source_line": pa.array(lines, pa.int64()),
+    return {"source_uri": pa.repeat(pa.scalar(source_uri, pa.string()), n), "source_line": pa.array(lines, pa.int64()),
             **{name: pa.nulls(n, _LINEAGE_TYPES[name]) for name in ("message_id", "publish_time", "attributes")}}
 
 
@@ -170,10 +170,11 @@ def _pattern_misses(entity: str, columns: dict[str, list]) -> set[int]:
 
 
 def to_arrow(values: list, type_: pa.DataType) -> pa.Array:
-    """An Arrow array of Python values. Aware datetimes go through Arrow's naive timestamp type, which converts them
-    to UTC as the zoned type does at half the cost (~0.4 µs a value), then take the zone back (no copy)."""
+    """An Arrow array of Python values. Aware datetimes (the contract's) become RFC 3339 text in one msgspec call and
+    Arrow parses that text, offsets included, in one vectorised cast: ~0.1 µs a value, where Arrow's conversion of
+    datetime objects calls each one's `utcoffset()` (~0.36 µs). Exact: the text holds every microsecond."""
     if pa.types.is_timestamp(type_) and type_.tz == "UTC":
-        return pa.array(values, pa.timestamp(type_.unit)).view(type_)
+        return pa.array(msgspec.to_builtins(values), pa.string()).cast(type_)
     return pa.array(values, type_)
 
 

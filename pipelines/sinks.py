@@ -35,7 +35,7 @@ import pyarrow.parquet as pq
 from apache_beam.metrics import Metrics
 
 from pipelines import tables
-from pipelines.batches import drop_duplicates, first_copies, partition_value, split_by
+from pipelines.batches import first_copies, partition_value, split_by
 from pipelines.transforms import count
 
 HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
@@ -402,10 +402,9 @@ class MergeTable(beam.DoFn):
             elif value.num_rows:
                 parts.append(value if value.schema.equals(spec.schema) else value.select(spec.schema.names)
                              .cast(spec.schema))
-        new = file_order(pa.concat_tables(parts), spec) if parts else spec.empty()
-        if spec.key and new.num_rows > 1:  # copies within the run; merge_partition handles those of earlier loads
-            new, copies = drop_duplicates(new, list(spec.key), ["source_uri", "source_line"])
-            count_superseded(fqn, copies)
+        # copies within the run go here; merge_partition handles those of earlier loads
+        new, copies = file_order(pa.concat_tables(parts), spec, unique=True) if parts else (spec.empty(), 0)
+        count_superseded(fqn, copies)
         for value, part in contiguous_partitions(new, spec.partition_by):
             on_disk.discard(value)
             yield fqn, value, self.merge(lake, value, part)
@@ -441,11 +440,21 @@ def count_superseded(fqn: str, n: int) -> None:
         count("duplicates_removed" if fqn in tables.SILVER_EVENTS else f"rows_superseded.{fqn}", n)
 
 
-def file_order(table: pa.Table, spec: tables.TableSpec) -> pa.Table:
-    """The rows in the order partition files keep them: by partition (null last), then `_sort_keys`."""
+def file_order(table: pa.Table, spec: tables.TableSpec, unique: bool = False) -> tuple[pa.Table, int]:
+    """The rows in the order partition files keep them: by partition (null last), then `_sort_keys`; returns
+    (rows, copies dropped). `unique` (tables with a key): only the first copy per key in (source_uri, source_line)
+    order stays. Copies leave the sort order before the one take of the rows: dropping them from the sorted table
+    would copy every row a second time."""
     first = [spec.partition_by] if spec.partition_by else []
     keys = [(c, "ascending", "at_end") for c in dict.fromkeys([*first, *(c for c, _ in _sort_keys(spec))])]
-    return table.take(pc.sort_indices(table, sort_keys=keys))
+    order = pc.sort_indices(table, sort_keys=keys)
+    if not (unique and spec.key and table.num_rows > 1):
+        return table.take(order), 0
+    keep = first_copies(table, list(spec.key), ["source_uri", "source_line"])
+    if keep.all():
+        return table.take(order), 0
+    rows = order.to_numpy()
+    return table.take(pa.array(rows[keep[rows]])), int((~keep).sum())
 
 
 def contiguous_partitions(table: pa.Table, column: str | None) -> list[tuple[str | None, pa.Table]]:

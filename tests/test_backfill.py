@@ -9,6 +9,7 @@ counts, and that DuckDB can read while a backfill writes.
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import json
 import shutil
 import subprocess
@@ -373,6 +374,25 @@ def test_the_command_line(sim_dir, tmp_path, monkeypatch):
     assert answer.exit_code == 0 and "3" in answer.output, answer.output
     missing = cli.invoke(app, ["backfill", "--input", str(tmp_path / "none" / "*.jsonl"), "--dims", "x"])
     assert missing.exit_code == 2 and "no input files match" in missing.output
+
+
+def test_fewer_gc_passes_restores_the_collector_as_it_found_it():
+    threshold = gc.get_threshold()
+    with backfill.fewer_gc_passes(young=123_456):
+        assert gc.get_threshold()[0] == 123_456 and gc.get_freeze_count() > 0
+        cycle: list = []
+        cycle.append(cycle)
+        del cycle
+        assert gc.collect() >= 1  # garbage made during a run is still collected
+    assert gc.get_threshold() == threshold and gc.get_freeze_count() == 0
+    gc.freeze()  # a caller that froze objects itself keeps them frozen
+    try:
+        frozen = gc.get_freeze_count()
+        with backfill.fewer_gc_passes():
+            pass
+        assert gc.get_freeze_count() == frozen
+    finally:
+        gc.unfreeze()
 
 
 def test_dataflow_options_come_from_the_settings():

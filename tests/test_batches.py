@@ -32,6 +32,7 @@ from pipelines.batches import (
     parse_chunk,
     payload_text,
     split_by,
+    to_arrow,
     utc_dates,
 )
 
@@ -161,6 +162,16 @@ def test_parse_chunk_agrees_with_the_time_bounds_at_their_edges(line, run_info):
     result = parse_chunk(LineChunk(URI, 1, lines), run_info)
     assert lines_by(result.events["order"], "event_id") == {1: "a", 2: "b"}
     assert lines_by(result.dead_letters, "reason") == {3: "future_timestamp", 4: "invalid_timestamp"}
+
+
+def test_event_times_reach_arrow_exactly_whatever_their_offset():
+    zones = [dt.timezone(dt.timedelta(minutes=m)) for m in (-23 * 60 - 59, -90, 0, 1, 330, 14 * 60)]
+    times = [dt.datetime(y, 2, 28, 23, 59, 59, us, tzinfo=z) for y in (1, 1990, 2024, 9999) for us in (0, 1, 999_999)
+             for z in zones] + [None]
+    epoch = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+    micros = [(t - epoch) // dt.timedelta(microseconds=1) if t else None for t in times]
+    arrow = to_arrow(times, tables.TIMESTAMP)
+    assert arrow.type == tables.TIMESTAMP and arrow.cast(pa.int64()).to_pylist() == micros
 
 
 @pytest.mark.parametrize(("ts", "reason"), [("9999-12-31T23:59:59-01:00", "future_timestamp"),

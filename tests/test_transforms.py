@@ -26,7 +26,7 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from pipelines import tables, transforms
 from pipelines.batches import LineChunk, enrich, parse_chunk
-from pipelines.sinks import LakeTable, WriteToLakehouse
+from pipelines.sinks import LakeTable, WriteToLakehouse, file_order
 from pipelines.transforms import (
     DEAD_LETTER,
     NAMESPACE,
@@ -304,6 +304,31 @@ def test_write_to_lakehouse_cuts_tables_into_partitions_in_file_order_with_one_c
                                                    ("b2", "b.jsonl", 2)]
     assert stored(SILVER_ORDERS, "2025-03-01") == [("a2", "a.jsonl", 2), ("b2", "a.jsonl", 3)]
     assert stored(SILVER_ORDERS, "2025-03-02") == [("a1", "a.jsonl", 1), ("b1", "b.jsonl", 1)]
+
+
+def test_file_order_drops_later_copies_before_its_one_take(run_info, dims, line):
+    """The first copy in (source_uri, source_line) order stays even where a later copy sorts first (an earlier
+    event time); without `unique` every row stays. The input comes in several chunks, as the sink receives it."""
+    spec = tables.TABLES[SILVER_ORDERS]
+    chunks = [LineChunk("file:///in/b.jsonl", 1, [line(event_id="e1", event_ts="2025-03-01T08:00:00Z"),
+                                                  line(event_id="e2", event_ts="2025-03-02T10:00:00Z")]),
+              LineChunk("file:///in/a.jsonl", 7, [line(event_id="e1", event_ts="2025-03-01T09:00:00Z"),
+                                                  line(event_id="e3", event_ts="2025-03-01T07:00:00Z"),
+                                                  line(event_id="e2", event_ts="2025-03-02T10:00:00Z")])]
+    table = pa.concat_tables([enrich(parse_chunk(c, run_info).events["order"], "order", dims, run_info)[0]
+                              for c in chunks])
+    assert table["event_id"].num_chunks == 2
+
+    def rows(t):
+        return list(zip(t["event_id"].to_pylist(), (Path(u).name for u in t["source_uri"].to_pylist()),
+                        t["source_line"].to_pylist()))
+
+    kept, dropped = file_order(table, spec, unique=True)
+    assert (rows(kept), dropped) == ([("e3", "a.jsonl", 8), ("e1", "a.jsonl", 7), ("e2", "a.jsonl", 9)], 2)
+    everything, none = file_order(table, spec)
+    assert none == 0 and rows(everything) == [("e3", "a.jsonl", 8), ("e1", "b.jsonl", 1), ("e1", "a.jsonl", 7),
+                                              ("e2", "a.jsonl", 9), ("e2", "b.jsonl", 2)]
+    assert file_order(table.slice(0, 0), spec, unique=True)[0].num_rows == 0
 
 
 # ---- ProcessEvents, end to end -----------------------------------------------------------------
