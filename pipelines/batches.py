@@ -240,14 +240,6 @@ def first_copies(table: pa.Table, key: str | list[str], order_by: list[str]) -> 
     return first
 
 
-def drop_duplicates(table: pa.Table, key: str | list[str], order_by: list[str]) -> tuple[pa.Table, int]:
-    """Keep the first row per `key` in `order_by` order; returns (kept rows in input order, number removed)."""
-    first = first_copies(table, key, order_by)
-    if first.all():
-        return table, 0
-    return table.filter(pa.array(first)), int((~first).sum())
-
-
 @dataclass(frozen=True)
 class Dimensions:
     """Product and store dimension rows (contract columns only), the side input of the enrichment."""

@@ -1,7 +1,7 @@
 """The columnar building blocks in `pipelines.batches`: chunks of raw lines in, Arrow tables out.
 
 Covers parse_chunk (bronze tables per entity with the contract schema, line numbers, raw payloads, UTC
-event dates, dead letters with reasons), first_copies/drop_duplicates (first copy in source order wins,
+event dates, dead letters with reasons), first_copies (first copy in source order wins,
 whatever the row order), enrich (dimension attributes, unknown store/product dead letters), split_by
 (partitions incl. null, parts that do not pickle their parent's buffers), utc_dates and payload_text.
 No Beam here; tests/test_transforms.py runs the same functions inside pipelines.
@@ -26,7 +26,6 @@ from pipelines import contract, faults, tables
 from pipelines.batches import (
     Dimensions,
     LineChunk,
-    drop_duplicates,
     enrich,
     first_copies,
     parse_chunk,
@@ -181,7 +180,7 @@ def test_timestamps_at_the_edge_of_datetime_are_dead_letters_not_crashes(ts, rea
     assert lines_by(result.dead_letters, "reason") == {1: reason}
 
 
-# ---- first_copies / drop_duplicates ------------------------------------------------------------
+# ---- first_copies ---------------------------------------------------------------------------
 COPIES = [  # (event_id, source_uri, source_line); the first copy per id in source order is marked True
     ("a", "file:///b.jsonl", 1, False),
     ("a", "file:///a.jsonl", 9, True),
@@ -199,15 +198,11 @@ def test_first_copy_in_source_order_wins_whatever_the_row_order(order):
                       "source_line": pa.array([r[2] for r in rows], pa.int64())})
     mask = first_copies(table, "event_id", ["source_uri", "source_line"])
     assert mask.tolist() == [r[3] for r in rows]
-    kept, removed = drop_duplicates(table, "event_id", ["source_uri", "source_line"])
-    assert removed == 3
-    assert list(zip(kept["event_id"].to_pylist(), kept["source_line"].to_pylist())) == [
-        (r[0], r[2]) for r in rows if r[3]]  # input order kept
 
 
-def test_drop_duplicates_without_copies_returns_the_table_untouched():
+def test_first_copies_of_tables_without_copies_keep_every_row():
     table = pa.table({"event_id": ["a", "b"], "source_uri": ["u", "u"], "source_line": [2, 1]})
-    assert drop_duplicates(table, "event_id", ["source_uri", "source_line"]) == (table, 0)
+    assert first_copies(table, "event_id", ["source_uri", "source_line"]).tolist() == [True, True]
     for rows in (table.slice(0, 0), table.slice(0, 1)):
         assert first_copies(rows, "event_id", ["source_uri"]).tolist() == [True] * rows.num_rows
 
