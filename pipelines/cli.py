@@ -13,6 +13,7 @@
     lakehouse schemas --out schemas/bigquery
     lakehouse deploy --dry-run   # the Google Cloud launch steps after `terraform apply` (README)
     lakehouse transform          # dbt build: staging, marts in gold, tests (--target gcp for BigQuery)
+    lakehouse docs               # dbt docs generate: one HTML page of models, tests, lineage and columns
     lakehouse dashboard          # the dashboard in the browser: http://localhost:8501
     lakehouse demo               # all of the above on a small dataset
 
@@ -526,6 +527,24 @@ def transform(
         print_gold_counts(job.gold_row_counts(settings), settings.dataset("gold"))
     if not result.ok:
         raise typer.Exit(1)
+
+
+@app.command()
+def docs(target: Annotated[str, typer.Option(help="local (DuckDB warehouse) or gcp (BigQuery).")] = "local") -> None:
+    """Write the dbt project's documentation (models, tests, lineage, the warehouse's tables and columns) as one
+    HTML page that opens from disk."""
+    from pipelines import transform as job
+
+    if target not in job.TARGETS:
+        raise typer.BadParameter(f"--target must be one of {', '.join(job.TARGETS)}")
+    settings = get_settings()
+    with _bar(f"dbt docs generate ({target})", total=None):
+        result = job.docs(settings, target=target)
+    if result.returncode:
+        for error in result.errors:
+            console.print(f"[red]{error}[/]")
+        raise typer.Exit(1)
+    console.print(f"dbt docs ({target}): [bold]{job.docs_page(settings, target)}[/] (open it in a browser)")
 
 
 @app.command()

@@ -66,7 +66,7 @@ def main(parse: list[str]) -> int:
         res = runner.invoke(args)
         results = [{"unique_id": r.node.unique_id, "status": getattr(r.status, "value", str(r.status)),
                     "execution_time": r.execution_time, "message": r.message or "", "failures": r.failures}
-                   for r in (res.result or [])]
+                   for r in getattr(res.result, "results", None) or []]  # (docs generate returns a catalog)
         emit(PHASE_DONE, phase=phase, returncode=0 if res.success else (1 if res.exception is None else 2),
              results=results)
     gc.freeze()

@@ -21,6 +21,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from copy import deepcopy
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +44,9 @@ GOLD_MODELS = ("dim_date", "dim_product", "dim_store", "fact_orders", "fact_dail
 TARGETS = ("local", "gcp")
 #: the sources (bronze, silver, ml); with dbt's eager indirect selection, also the tests on them
 SOURCES_SELECTOR = "source:*"
+#: the dbt child's logging: no console log (it passes on the events this process hears); dbt.log in dbt's own
+#: text format, which costs a fraction of JSON per line (a build logs ~20 debug lines per node)
+CHILD_LOGGING = ("--log-level", "none", "--log-level-file", "debug", "--log-format-file", "debug", "--no-use-colors")
 #: a test runs in the command that selects every model it reads (one that reads a source and a model, like
 #: the reconciliation with silver, runs in the build, after the model)
 CAUTIOUS = ["--indirect-selection", "cautious"]
@@ -196,10 +200,11 @@ def dbt_env(settings: Settings) -> dict[str, str]:
 
 
 def dbt_args(settings: Settings, command: str, target: str, *args: str) -> list[str]:
-    """Arguments of one dbt command (`dbt <these>`); state (target/, logs/) lives under
-    $LAKEHOUSE_HOME/dbt/<target>, so lakehouses never share dbt's partial-parse or run results."""
+    """Arguments of one dbt command (`dbt <these>`; `command` may hold a subcommand: "docs generate"); state
+    (target/, logs/) lives under $LAKEHOUSE_HOME/dbt/<target>, so lakehouses never share dbt's partial-parse or
+    run results."""
     state = settings.lake_dir / "dbt" / target
-    return [command, "--project-dir", str(DBT_DIR), "--profiles-dir", str(DBT_DIR), "--target", target,
+    return [*command.split(), "--project-dir", str(DBT_DIR), "--profiles-dir", str(DBT_DIR), "--target", target,
             "--target-path", str(state / "target"), "--log-path", str(state / "logs"), *args]
 
 
@@ -289,31 +294,42 @@ def build(settings: Settings, target: str = "local", select: list[str] | None = 
     if target not in TARGETS:
         raise ValueError(f"target must be one of {', '.join(TARGETS)}, got {target!r}")
     started = time.monotonic()
-    # no console log (the child passes on the events this process hears); dbt.log in dbt's own text format,
-    # which costs a fraction of JSON per line (a build logs ~20 debug lines per node)
-    common = ["--log-level", "none", "--log-level-file", "debug", "--log-format-file", "debug", "--no-use-colors"]
-    # the child imports dbt and parses the project (seconds) while this process prepares the warehouse
-    dbt = _start_dbt(dbt_args(settings, "parse", target, *common, "--no-write-json"), env or dbt_env(settings))
-    try:
-        if target == "local":
-            from pipelines import warehouse
-
-            warehouse.refresh_views(settings)  # the sources (bronze/silver/ml views) exist before dbt reads them
-        build_args = _build_args(settings, target, select, exclude, full_refresh, unit_tests)
-    except BaseException:
-        dbt.kill()
-        dbt.wait()
-        raise
-    # manifest.json and run_results.json are written once, by the build (the others' would be overwritten)
-    phases = [("sources", dbt_args(settings, "test", target, *common, "--no-write-json", *CAUTIOUS,
-                                   "--select", SOURCES_SELECTOR)),
-              ("build", dbt_args(settings, "build", target, *common, *build_args))]
-    if select:  # a chosen part of the graph: only its own tests, as `dbt build --select` does
-        del phases[0]
     result = BuildResult(target, returncode=0)
-    result.returncode = _run_dbt(dbt, phases, result, on_progress or (lambda p: None))
+    with _dbt_child(settings, target, env) as dbt:
+        build_args = _build_args(settings, target, select, exclude, full_refresh, unit_tests)
+        # manifest.json and run_results.json are written once, by the build (the others' would be overwritten)
+        phases = [("sources", dbt_args(settings, "test", target, *CHILD_LOGGING, "--no-write-json", *CAUTIOUS,
+                                       "--select", SOURCES_SELECTOR)),
+                  ("build", dbt_args(settings, "build", target, *CHILD_LOGGING, *build_args))]
+        if select:  # a chosen part of the graph: only its own tests, as `dbt build --select` does
+            del phases[0]
+        result.returncode = _run_dbt(dbt, phases, result, on_progress or (lambda p: None))
     result.seconds = time.monotonic() - started
     return result
+
+
+def docs(settings: Settings, target: str = "local", on_progress: Callable[[Progress], None] | None = None,
+         env: dict[str, str] | None = None) -> BuildResult:
+    """`dbt docs generate --static`: the project's documentation with the warehouse's catalog (tables, columns,
+    types, row counts) in one HTML file that opens from disk, `docs_page(settings, target)`."""
+    import time
+
+    if target not in TARGETS:
+        raise ValueError(f"target must be one of {', '.join(TARGETS)}, got {target!r}")
+    started = time.monotonic()
+    result = BuildResult(target, returncode=0)
+    with _dbt_child(settings, target, env) as dbt:
+        # --no-compile: the page shows each model's code as written (compiling would also rewrite target/compiled/
+        # with this moment's incremental filters)
+        phases = [("docs", dbt_args(settings, "docs generate", target, *CHILD_LOGGING, "--static", "--no-compile"))]
+        result.returncode = _run_dbt(dbt, phases, result, on_progress or (lambda p: None))
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def docs_page(settings: Settings, target: str = "local") -> Path:
+    """Where `docs` writes the documentation page of `target`."""
+    return settings.lake_dir / "dbt" / target / "target" / "static_index.html"
 
 
 def _build_args(settings: Settings, target: str, select: list[str] | None, exclude: list[str] | None,
@@ -330,6 +346,23 @@ def _build_args(settings: Settings, target: str, select: list[str] | None, exclu
     if not unit_tests:
         args += ["--exclude-resource-type", "unit_test"]
     return args
+
+
+@contextmanager
+def _dbt_child(settings: Settings, target: str, env: dict[str, str] | None) -> Iterator[subprocess.Popen]:
+    """The dbt child, started first: it imports dbt and parses the project (seconds) while this process
+    refreshes the warehouse's views (local) and decides the commands; killed and reaped if that fails."""
+    dbt = _start_dbt(dbt_args(settings, "parse", target, *CHILD_LOGGING, "--no-write-json"), env or dbt_env(settings))
+    try:
+        if target == "local":
+            from pipelines import warehouse
+
+            warehouse.refresh_views(settings)  # the sources (bronze/silver/ml views) exist before dbt reads them
+        yield dbt
+    except BaseException:
+        dbt.kill()
+        dbt.wait()
+        raise
 
 
 def _start_dbt(parse: list[str], env: dict[str, str]) -> subprocess.Popen:

@@ -11,6 +11,7 @@ severity. A test also keeps the generated sources yml and holiday seed in step w
 from __future__ import annotations
 
 import datetime as dt
+import json
 import shutil
 from pathlib import Path
 
@@ -307,3 +308,20 @@ def test_sources_are_derived_from_the_contract():
 def test_transform_rejects_an_unknown_target(tmp_path):
     with pytest.raises(ValueError, match="target"):
         transform.build(Settings(home=tmp_path), target="snowflake")
+
+
+@pytest.mark.slow
+def test_docs_page_documents_every_model_and_the_warehouse_columns(lake):
+    settings = lake["settings"]
+    result = transform.docs(settings)
+    assert result.returncode == 0, result.errors
+    target = settings.lake_dir / "dbt" / "local" / "target"
+    catalog = json.loads((target / "catalog.json").read_text())
+    fact = catalog["nodes"]["model.lakehouse.fact_daily_demand"]
+    assert {"units_ordered", "stockout"} <= {c.lower() for c in fact["columns"]}
+    manifest = json.loads((target / "manifest.json").read_text())
+    undocumented = [uid for uid, node in manifest["nodes"].items()
+                    if node["resource_type"] == "model" and not node["description"]]
+    assert not undocumented
+    page = transform.docs_page(settings).read_text()
+    assert "fact_daily_demand" in page and "units_ordered" in page  # one page, the data inside
