@@ -172,10 +172,7 @@ class LakeTable:
         `in_file_order`: `new` is sorted as the files keep rows (`file_order`) and has no two rows with one
         key, so a partition that has no file yet takes it as it is."""
         schema = self.spec.schema
-        if new is None:
-            new = schema.empty_table()
-        elif not new.schema.equals(schema):
-            new = new.select(schema.names).cast(schema)
+        new = self.spec.empty() if new is None else self.spec.conform(new)
         received = new.num_rows
         with self.lock():
             files = self.partition_files(value)
@@ -285,8 +282,7 @@ class StreamAppender:
     def append(self, fqn: str, value: str | None, new: pa.Table) -> pa.Table:
         """Write the rows of `new` (one partition) not seen before; returns them."""
         lake = LakeTable(self.root, tables.TABLES[fqn])
-        schema = lake.spec.schema
-        new = new.select(schema.names).cast(schema)
+        new = lake.spec.conform(new)
         order = [(c, "ascending", "at_end") for c in ("publish_time", "source_uri", "source_line")]
         new = new.take(pc.sort_indices(new, sort_keys=order))
         with lake.lock():
@@ -334,7 +330,7 @@ def add_to_windows(root: Path, rows: pa.Table) -> int:
     lake = LakeTable(root, spec)
     touched = 0
     sums = ["units_ordered", "units_returned", "order_lines", "net_revenue", "panes"]
-    for value, part in split_by(rows.select(spec.schema.names).cast(spec.schema), spec.partition_by):
+    for value, part in split_by(spec.conform(rows), spec.partition_by):
         with lake.lock():
             files = lake.partition_files(value)
             both = pa.concat_tables([lake.read_partition(value, files), part]) if files else part
@@ -343,8 +339,7 @@ def add_to_windows(root: Path, rows: pa.Table) -> int:
                                               ("last_pane", "last"), ("updated_at", "max")])
             merged = merged.rename_columns([n.removesuffix("_sum").removesuffix("_max").removesuffix("_last")
                                             for n in merged.column_names])
-            lake.write_partition(value, merged.select(spec.schema.names).cast(spec.schema)
-                                 .sort_by(_sort_keys(spec)), files)
+            lake.write_partition(value, spec.conform(merged).sort_by(_sort_keys(spec)), files)
             touched += part.num_rows
     return touched
 
@@ -400,8 +395,7 @@ class MergeTable(beam.DoFn):
             if isinstance(value, _OnDisk):
                 on_disk.add(value.value)
             elif value.num_rows:
-                parts.append(value if value.schema.equals(spec.schema) else value.select(spec.schema.names)
-                             .cast(spec.schema))
+                parts.append(spec.conform(value))
         # copies within the run go here; merge_partition handles those of earlier loads
         new, copies = file_order(pa.concat_tables(parts), spec, unique=True) if parts else (spec.empty(), 0)
         count_superseded(fqn, copies)

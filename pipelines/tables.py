@@ -160,6 +160,10 @@ class TableSpec:
     def empty(self) -> pa.Table:
         return self.schema.empty_table()
 
+    def conform(self, table: pa.Table) -> pa.Table:
+        """`table` with this table's columns, in its order and types (as it is when it matches already)."""
+        return table if table.schema.equals(self.schema) else table.select(self.schema.names).cast(self.schema)
+
 
 def _event_tables(entity: str) -> list[TableSpec]:
     fields = struct_fields(contract.ENTITY_STRUCT[entity])
