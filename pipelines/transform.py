@@ -49,7 +49,7 @@ SOURCES_SELECTOR = "source:*"
 CHILD_LOGGING = ("--log-level", "none", "--log-level-file", "debug", "--log-format-file", "debug", "--no-use-colors")
 #: a test runs in the command that selects every model it reads (one that reads a source and a model, like
 #: the reconciliation with silver, runs in the build, after the model)
-CAUTIOUS = ["--indirect-selection", "cautious"]
+CAUTIOUS = ("--indirect-selection", "cautious")
 
 
 # ---- files derived from the contract ---------------------------------------------------------------------
@@ -289,42 +289,26 @@ def build(settings: Settings, target: str = "local", select: list[str] | None = 
     report (errors for broken keys, warnings for redelivered events), staging keeps such rows out, and the
     models still build; the result is not ok when any error-severity test failed.
     """
-    import time
-
-    if target not in TARGETS:
-        raise ValueError(f"target must be one of {', '.join(TARGETS)}, got {target!r}")
-    started = time.monotonic()
-    result = BuildResult(target, returncode=0)
-    with _dbt_child(settings, target, env) as dbt:
+    def phases() -> list[tuple[str, list[str]]]:
         build_args = _build_args(settings, target, select, exclude, full_refresh, unit_tests)
         # manifest.json and run_results.json are written once, by the build (the others' would be overwritten)
-        phases = [("sources", dbt_args(settings, "test", target, *CHILD_LOGGING, "--no-write-json", *CAUTIOUS,
-                                       "--select", SOURCES_SELECTOR)),
-                  ("build", dbt_args(settings, "build", target, *CHILD_LOGGING, *build_args))]
-        if select:  # a chosen part of the graph: only its own tests, as `dbt build --select` does
-            del phases[0]
-        result.returncode = _run_dbt(dbt, phases, result, on_progress or (lambda p: None))
-    result.seconds = time.monotonic() - started
-    return result
+        sources = ("sources", dbt_args(settings, "test", target, *CHILD_LOGGING, "--no-write-json", *CAUTIOUS,
+                                       "--select", SOURCES_SELECTOR))
+        build_all = ("build", dbt_args(settings, "build", target, *CHILD_LOGGING, *build_args))
+        # a chosen part of the graph: only its own tests, as `dbt build --select` does
+        return [build_all] if select else [sources, build_all]
+
+    return _in_dbt_child(settings, target, env, on_progress, phases)
 
 
 def docs(settings: Settings, target: str = "local", on_progress: Callable[[Progress], None] | None = None,
          env: dict[str, str] | None = None) -> BuildResult:
     """`dbt docs generate --static`: the project's documentation with the warehouse's catalog (tables, columns,
     types, row counts) in one HTML file that opens from disk, `docs_page(settings, target)`."""
-    import time
-
-    if target not in TARGETS:
-        raise ValueError(f"target must be one of {', '.join(TARGETS)}, got {target!r}")
-    started = time.monotonic()
-    result = BuildResult(target, returncode=0)
-    with _dbt_child(settings, target, env) as dbt:
-        # --no-compile: the page shows each model's code as written (compiling would also rewrite target/compiled/
-        # with this moment's incremental filters)
-        phases = [("docs", dbt_args(settings, "docs generate", target, *CHILD_LOGGING, "--static", "--no-compile"))]
-        result.returncode = _run_dbt(dbt, phases, result, on_progress or (lambda p: None))
-    result.seconds = time.monotonic() - started
-    return result
+    # --no-compile: the page shows each model's code as written (compiling would also rewrite target/compiled/
+    # with this moment's incremental filters)
+    return _in_dbt_child(settings, target, env, on_progress, lambda: [
+        ("docs", dbt_args(settings, "docs generate", target, *CHILD_LOGGING, "--static", "--no-compile"))])
 
 
 def docs_page(settings: Settings, target: str = "local") -> Path:
@@ -346,6 +330,23 @@ def _build_args(settings: Settings, target: str, select: list[str] | None, exclu
     if not unit_tests:
         args += ["--exclude-resource-type", "unit_test"]
     return args
+
+
+def _in_dbt_child(settings: Settings, target: str, env: dict[str, str] | None,
+                  on_progress: Callable[[Progress], None] | None,
+                  phases: Callable[[], list[tuple[str, list[str]]]]) -> BuildResult:
+    """Run dbt commands in the dbt child: `phases()` (named commands) is called while the child parses and
+    once the warehouse's views are current."""
+    import time
+
+    if target not in TARGETS:
+        raise ValueError(f"target must be one of {', '.join(TARGETS)}, got {target!r}")
+    started = time.monotonic()
+    result = BuildResult(target, returncode=0)
+    with _dbt_child(settings, target, env) as dbt:
+        result.returncode = _run_dbt(dbt, phases(), result, on_progress or (lambda p: None))
+    result.seconds = time.monotonic() - started
+    return result
 
 
 @contextmanager
