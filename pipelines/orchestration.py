@@ -316,7 +316,7 @@ def dbt_manifest(settings: Settings, target: str) -> Path:
 
     from pipelines import transform
 
-    manifest = settings.lake_dir / "dbt" / target / "target" / "manifest.json"
+    manifest = transform.dbt_state(settings, target) / "target" / "manifest.json"
     sources = [p for p in transform.DBT_DIR.rglob("*") if p.suffix in (".sql", ".yml", ".yaml", ".csv")
                and "target" not in p.relative_to(transform.DBT_DIR).parts]
     newest = max((p.stat().st_mtime for p in sources), default=0.0)

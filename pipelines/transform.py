@@ -199,11 +199,16 @@ def dbt_env(settings: Settings) -> dict[str, str]:
     return env
 
 
+def dbt_state(settings: Settings, target: str) -> Path:
+    """dbt's state for `target` (target/ with its artifacts, logs/), under $LAKEHOUSE_HOME/dbt/<target>, so
+    lakehouses never share dbt's partial-parse or run results."""
+    return settings.lake_dir / "dbt" / target
+
+
 def dbt_args(settings: Settings, command: str, target: str, *args: str) -> list[str]:
-    """Arguments of one dbt command (`dbt <these>`; `command` may hold a subcommand: "docs generate"); state
-    (target/, logs/) lives under $LAKEHOUSE_HOME/dbt/<target>, so lakehouses never share dbt's partial-parse or
-    run results."""
-    state = settings.lake_dir / "dbt" / target
+    """Arguments of one dbt command (`dbt <these>`; `command` may hold a subcommand: "docs generate"), its state
+    in `dbt_state`."""
+    state = dbt_state(settings, target)
     return [*command.split(), "--project-dir", str(DBT_DIR), "--profiles-dir", str(DBT_DIR), "--target", target,
             "--target-path", str(state / "target"), "--log-path", str(state / "logs"), *args]
 
@@ -313,7 +318,7 @@ def docs(settings: Settings, target: str = "local", on_progress: Callable[[Progr
 
 def docs_page(settings: Settings, target: str = "local") -> Path:
     """Where `docs` writes the documentation page of `target`."""
-    return settings.lake_dir / "dbt" / target / "target" / "static_index.html"
+    return dbt_state(settings, target) / "target" / "static_index.html"
 
 
 def _build_args(settings: Settings, target: str, select: list[str] | None, exclude: list[str] | None,

@@ -152,7 +152,7 @@ def test_the_dbt_child_stops_when_preparing_the_warehouse_fails(tmp_path, monkey
 def test_incremental_build_uses_the_lookback_and_matches_the_simulated_truth(lake):
     settings, incremental = lake["settings"], lake["incremental"]
     assert incremental.ok, [(n.name, n.status, n.message) for n in incremental.problems()]
-    compiled = (settings.lake_dir / "dbt" / "local" / "target" / "compiled" / "lakehouse" / "models" / "marts"
+    compiled = (transform.dbt_state(settings, "local") / "target" / "compiled" / "lakehouse" / "models" / "marts"
                 / "fact_daily_demand.sql").read_text()
     cutoff = START + dt.timedelta(days=FIRST_PART - 1 - 3)
     assert f"demand_date >= date '{cutoff}'" in compiled  # an incremental run, not a rebuild
@@ -254,7 +254,7 @@ def test_bad_and_late_rows_build_every_model_and_the_tests_flag_them(lake, tmp_p
     skipped = {n.name for n in result.problems()} - failed - warned  # the view after the failed fact, its tests
     assert len(skipped) == 5 and all("v_inventory_risk" in n and statuses[n] == "skipped" for n in skipped), skipped
     window_start = last_day - dt.timedelta(days=3)  # the newest day before this build minus the lookback
-    compiled = next((settings.lake_dir / "dbt" / "local" / "target" / "compiled").rglob(
+    compiled = next((transform.dbt_state(settings, "local") / "target" / "compiled").rglob(
         "not_null_columns_fact_daily_de*.sql")).read_text()
     assert f"demand_date >= date '{window_start}'" in compiled
 
@@ -315,7 +315,7 @@ def test_docs_page_documents_every_model_and_the_warehouse_columns(lake):
     settings = lake["settings"]
     result = transform.docs(settings)
     assert result.returncode == 0, result.errors
-    target = settings.lake_dir / "dbt" / "local" / "target"
+    target = transform.dbt_state(settings, "local") / "target"
     catalog = json.loads((target / "catalog.json").read_text())
     fact = catalog["nodes"]["model.lakehouse.fact_daily_demand"]
     assert {"units_ordered", "stockout"} <= {c.lower() for c in fact["columns"]}
