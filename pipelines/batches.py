@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import datetime as dt
 from dataclasses import dataclass, field, replace
-from operator import attrgetter
 
 import msgspec
 import numpy as np
@@ -36,6 +35,9 @@ _FIELDS = {e: [n for n in tables.bronze_events(e).schema.names if n in cls.__str
            for e, cls in contract.ENTITY_STRUCT.items()}
 _PATTERNS = {e: sorted({p for cls, entity in _ENTITY.items() if entity == e for p in PATTERNS[cls]}, key=str)
              for e in contract.ENTITY_STRUCT}
+if any(cls.__struct_fields__ != tuple(_FIELDS[entity]) for cls, entity in _ENTITY.items()):
+    # _bronze_table turns events into columns by transposing their field tuples
+    raise TypeError("every event struct of an entity must declare the entity's fields, in one order")
 
 
 @dataclass(frozen=True)
@@ -138,7 +140,7 @@ def _bronze_table(entity, events, rows, payloads, chunk: LineChunk, limits: Limi
     string its field's contract pattern refuses (FAST_EVENT_DECODER leaves those to this check); parse_line says why."""
     spec = tables.bronze_events(entity)
     schema = spec.schema
-    columns = {name: list(map(attrgetter(name), events)) for name in _FIELDS[entity]}
+    columns = dict(zip(_FIELDS[entity], map(list, zip(*map(msgspec.structs.astuple, events)))))
     bad = _pattern_misses(entity, columns)
     try:
         payload = pa.array(payloads, pa.binary()).cast(pa.string())
