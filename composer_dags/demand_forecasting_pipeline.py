@@ -144,7 +144,7 @@ def build(settings: Settings):
             def backfill(window: dict[str, str]) -> dict:
                 """Load the interval's landed files with the Beam backfill (DirectRunner)."""
                 from pipelines import backfill as job
-                from pipelines import warehouse
+                from pipelines import shards, warehouse
 
                 orchestration.release_dbt_duckdb()
                 found = orchestration.landed_patterns(settings, dt.date.fromisoformat(window["start"]),
@@ -156,7 +156,7 @@ def build(settings: Settings):
                     warehouse.refresh_views(settings)  # the sources dbt reads exist even in a new lakehouse
                     return {"files": 0}
                 result = job.run(files, orchestration.dims_uri(settings), settings,
-                                 workers=job.default_workers(files, "DirectRunner"))
+                                 workers=shards.default_workers(files, "DirectRunner"))
                 if not result.reconciles:
                     raise RuntimeError(f"backfill {result.run_id} does not reconcile: {result.counters}")
                 return {"run_id": result.run_id, "files": result.files, "lines_read": result.lines_read,

@@ -16,8 +16,6 @@ import gc
 import json
 import logging
 import multiprocessing as mp
-import os
-import threading
 import time
 import uuid
 from collections import Counter
@@ -37,6 +35,7 @@ from pipelines import contract, landing, progress, tables
 from pipelines.batches import Dimensions, RunInfo, file_lineage, with_lineage
 from pipelines.config import Settings
 from pipelines.parsing import Limits
+from pipelines.shards import plan_shards, shard_context
 from pipelines.sinks import PARTITIONS, LakeTable, WriteToBigQueryTables, WriteToLakehouse, partitions_written
 from pipelines.transforms import DEAD_LETTER, NAMESPACE, DeduplicateEvents, ProcessEvents, ReadLineChunks
 
@@ -47,7 +46,6 @@ log = logging.getLogger("lakehouse.backfill")
 #: for batch by default, serialises every one through its data plane and ran this job 1.8x slower
 #: (benchmarks/backfill_throughput.py prints both). `--runner FnApiRunner` still selects it.
 LOCAL_RUNNERS = {"DirectRunner": "BundleBasedDirectRunner", "FnApiRunner": "DirectRunner"}
-SHARD_MIN_BYTES = 64 << 20
 
 
 @dataclass
@@ -133,8 +131,8 @@ def run(
 
     Locally the input files can be split into `workers` shards (`default_workers()` picks one per core
     for inputs over 64 MB; the CLI does), each run by the DirectRunner in its own process: the
-    DirectRunner executes a pipeline on one core. More than one worker may start processes with `spawn`
-    (see `run_shards`), so a calling script needs the usual `if __name__ == "__main__":` guard. Shards
+    DirectRunner executes a pipeline on one core. More than one worker may start a fork server (see
+    `shards.shard_context`), so a calling script needs the usual `if __name__ == "__main__":` guard. Shards
     cannot clobber or double count each other: each replaces only its own files' rows, partition writes
     take a lock and merge by key, and the first copy in source order wins. A failed run leaves every
     partition it did not reach as it was.
@@ -208,13 +206,11 @@ def silver_rows_kept(settings: Settings, fqn: str, paths: list[str], shards: lis
 
 
 def run_shards(jobs: list[Shard], args: tuple) -> list[ShardResult]:
-    """Run every shard's pipeline. This process runs the first shard itself while the
-    others start. A process with no other thread is forked: the children start at once with Beam imported.
-    Otherwise (the CLI's progress bar, a finished pipeline's threads) they are spawned, since forking a
-    process that runs threads is unsafe, and each spends a few seconds importing Beam first."""
+    """Run every shard's pipeline. This process runs the first shard itself while the others start (in processes from
+    `shards.shard_context`)."""
     if len(jobs) == 1:
         return [run_shard(jobs[0], *args)]
-    ctx = mp.get_context("fork" if threading.active_count() == 1 else "spawn")
+    ctx = shard_context()
     with ProcessPoolExecutor(len(jobs) - 1, mp_context=ctx, initializer=progress.attach,
                              initargs=(progress.share(ctx),)) as pool:
         others = [pool.submit(run_shard, job, *args) for job in jobs[1:]]
@@ -247,34 +243,6 @@ class ShardResult:
 
     counters: dict[str, int]
     partitions: dict[tuple[str, str | None], int] = field(default_factory=dict)
-
-
-def default_workers(paths: list[str], runner: str) -> int:
-    local = [p for p in paths if "://" not in p]
-    if runner != "DirectRunner" or len(local) < 2 or sum(os.path.getsize(p) for p in local) < SHARD_MIN_BYTES:
-        return 1
-    return min(len(os.sched_getaffinity(0)), len(local), 8)
-
-
-def plan_shards(paths: list[str], workers: int) -> list[list[str]]:
-    """Split sorted paths into `workers` contiguous groups of about equal bytes.
-
-    Contiguous, because producers write neighbouring files close in time: copies and late events of one
-    day mostly stay within one shard.
-    """
-    if workers <= 1 or len(paths) < 2:
-        return [paths]
-    sizes = [os.path.getsize(p) if "://" not in p else 1 for p in paths]
-    target, shards, current, acc = sum(sizes) / workers, [], [], 0
-    for path, size in zip(paths, sizes):
-        current.append(path)
-        acc += size
-        if acc >= target * (len(shards) + 1) and len(shards) < workers - 1:
-            shards.append(current)
-            current = []
-    if current:
-        shards.append(current)
-    return shards
 
 
 def run_shard(shard: Shard, dims: Dimensions, settings: Settings, runner: str, beam_args: list[str],

@@ -23,6 +23,7 @@ Settings come from the environment (see pipelines.config), e.g. LAKEHOUSE_HOME=/
 from __future__ import annotations
 
 import datetime as dt
+import glob
 import json
 import logging
 import os
@@ -45,7 +46,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from pipelines import landing
+from pipelines import landing, shards
 from pipelines.config import get_settings
 
 app = typer.Typer(help="Real-time demand-forecasting lakehouse: simulate, import, backfill, query.",
@@ -319,6 +320,10 @@ def backfill(
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Load landed event files through the Beam pipeline into bronze, silver and dead letters."""
+    if runner == "DirectRunner" and workers != 1 and "://" not in input:
+        local = sorted(glob.glob(os.path.expanduser(input), recursive=True))
+        if (workers or shards.default_workers(local, runner)) > 1:
+            shards.start_fork_server()  # shard processes fork from it; it imports Beam while this process does
     from pipelines import backfill as job
     from pipelines import progress
 
@@ -336,7 +341,7 @@ def backfill(
     def work() -> None:
         try:
             result_box["result"] = job.run(input, dims, settings, runner=runner, beam_args=beam_arg or [],
-                                           workers=workers or job.default_workers(paths, runner))
+                                           workers=workers or shards.default_workers(paths, runner))
         except BaseException as e:  # reported below, in the main thread
             result_box["error"] = e
 
