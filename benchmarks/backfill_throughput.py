@@ -68,7 +68,8 @@ def run_beam(landing: Path, runner: str, workers: int,
 def run_duckdb(landing: Path, out: Path) -> tuple[tuple[float, float], int]:
     out.mkdir(parents=True)
     with Timer() as timer:
-        con = duckdb.connect(config={"enable_progress_bar": False})
+        con = duckdb.connect()
+        con.execute("SET enable_progress_bar = false")  # it draws one in a spawned process
         con.execute(f"""
             COPY (SELECT *, CAST(event_ts AS DATE) AS event_date
                   FROM read_json('{landing}/events/*.jsonl', format = 'newline_delimited', ignore_errors = true,
