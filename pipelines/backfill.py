@@ -129,7 +129,7 @@ def run(
 ) -> BackfillResult:
     """Run the backfill and wait for it; returns the run's counters (also written as a run record).
 
-    Locally the input files can be split into `workers` shards (`default_workers()` picks one per core
+    Locally the input files can be split into `workers` shards (`shards.default_workers()` picks one per core
     for inputs over 64 MB; the CLI does), each run by the DirectRunner in its own process: the
     DirectRunner executes a pipeline on one core. More than one worker may start a fork server (see
     `shards.shard_context`), so a calling script needs the usual `if __name__ == "__main__":` guard. Shards

@@ -250,7 +250,7 @@ def _atomic_write(table: pa.Table, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     dictionary = [c for c in table.column_names if c not in _NO_DICTIONARY]
-    compression = {c: "lz4" if c in dictionary else "zstd" for c in table.column_names}
+    compression = {c: "zstd" if c in _NO_DICTIONARY else "lz4" for c in table.column_names}
     # Encoded in memory and written in one go: the writer's many small writes to a file cost ~1 ms per file
     # here (syscalls are dear on this VM), about as much as encoding a partition of a few thousand rows.
     buffer = pa.BufferOutputStream()
