@@ -564,8 +564,8 @@ def replace_run(lake: LakeTable, run_id: str, new: pa.Table) -> None:
         values = pc.cast(new[part], pa.string())
         for value in pc.unique(values).to_pylist():
             incoming[value] = new.filter(pc.equal(values, value))
-    with lake.lock():
-        for value in sorted(set(lake.partitions()) | set(incoming), key=lambda v: (v is None, v or "")):
+    for value in sorted(set(lake.partitions()) | set(incoming), key=lambda v: (v is None, v or "")):
+        with lake.lock(value):  # a partition made after the listing holds no row of this run
             old = lake.read_partition(value) if lake.partition_file(value).exists() else spec.empty()
             keep = old.filter(pc.invert(pc.equal(old["run_id"], run_id)))
             if value not in incoming and keep.num_rows == old.num_rows:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import datetime as dt
 import fcntl
 import os
+import zlib
 from collections.abc import Iterable
 from contextlib import contextmanager
 from pathlib import Path
@@ -46,6 +47,10 @@ HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
 #: larger (lz4 everywhere: 40% less CPU, 80% larger).
 _NO_DICTIONARY = frozenset({"event_id", "event_ts", "payload", "detail", "order_id", "customer_id", "source_line"})
 DATA_FILE = "data.parquet"
+#: A table's writers take turns per partition, on one of LOCK_STRIPES lock files in its LOCK_DIR. The shards of a
+#: backfill write the same tables at the same time, mostly different days: with one lock per table they waited
+#: for each other ~1.1 s each in an 11 s run; with 64 stripes two partitions share a lock 1 time in 64.
+LOCK_DIR, LOCK_STRIPES = ".locks", 64
 PARQUET_GLOB = "*.parquet"
 #: Beam metrics namespace of the partitions a sink rewrote: one distribution per (table, partition), named by
 #: `partition_metric`, whose sum is the rows this run kept there
@@ -97,15 +102,22 @@ class LakeTable:
         return sorted(self.dir.glob(f"{self.spec.partition_by}=*/{PARQUET_GLOB}"))
 
     @contextmanager
-    def lock(self):
-        if not self.dir.is_dir():
-            self.dir.mkdir(parents=True, exist_ok=True)
-        with open(self.dir / ".lock", "w") as handle:
+    def lock(self, value: str | None):
+        """Exclusive use of one partition among all writers of the table, in any process or thread (`flock`).
+        Partitions share LOCK_STRIPES lock files, picked by a stable hash of the partition's folder name."""
+        path = self.lock_file(value)
+        if not path.parent.is_dir():
+            path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
                 yield
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def lock_file(self, value: str | None) -> Path:
+        stripe = zlib.crc32(self.partition_dir(value).name.encode()) % LOCK_STRIPES
+        return self.dir / LOCK_DIR / f"{stripe:02d}"
 
     def read_partition(self, value: str | None, files: list[Path] | None = None) -> pa.Table:
         """A partition's rows (all its files, or `files`) with the full schema (partition column from the path)."""
@@ -127,7 +139,7 @@ class LakeTable:
                 path.unlink(missing_ok=True)
 
     def append_part(self, value: str | None, table: pa.Table) -> Path:
-        """Add a small file to the partition (the stream's micro-batches); call under `lock()`."""
+        """Add a small file to the partition (the stream's micro-batches); call under `lock(value)`."""
         global _PARTS
         _PARTS += 1
         name = f"part-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S%f}-{os.getpid()}-{_PARTS}.parquet"
@@ -137,7 +149,7 @@ class LakeTable:
 
     def compact(self, value: str | None) -> None:
         """Fold the partition's files into one data.parquet (rows sorted as a backfill writes them)."""
-        with self.lock():
+        with self.lock(value):
             files = self.partition_files(value)
             if len(files) > 1:
                 self.write_partition(value, self.read_partition(value, files).sort_by(_sort_keys(self.spec)), files)
@@ -178,7 +190,7 @@ class LakeTable:
         schema = self.spec.schema
         new = self.spec.empty() if new is None else self.spec.conform(new)
         received = new.num_rows
-        with self.lock():
+        with self.lock(value):
             files = self.partition_files(value)
             if not files and in_file_order:
                 if new.num_rows:
@@ -290,7 +302,7 @@ class StreamAppender:
         new = lake.spec.conform(new)
         order = [(c, "ascending", "at_end") for c in ("publish_time", "source_uri", "source_line")]
         new = new.take(pc.sort_indices(new, sort_keys=order))
-        with lake.lock():
+        with lake.lock(value):
             files = lake.partition_files(value)
             seen = self._identities(lake, (fqn, value), files)
             keep = np.zeros(new.num_rows, dtype=bool)
@@ -336,7 +348,7 @@ def add_to_windows(root: Path, rows: pa.Table) -> int:
     touched = 0
     sums = ["units_ordered", "units_returned", "order_lines", "net_revenue", "panes"]
     for value, part in split_by(spec.conform(rows), spec.partition_by):
-        with lake.lock():
+        with lake.lock(value):
             files = lake.partition_files(value)
             both = pa.concat_tables([lake.read_partition(value, files), part]) if files else part
             merged = both.group_by(list(spec.key), use_threads=False).aggregate(

@@ -14,6 +14,7 @@ import json
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from pipelines import backfill, tables, warehouse
 from pipelines.config import Settings
 from pipelines.importers import import_orders
 from pipelines.simulate import simulate
+from pipelines.sinks import LakeTable
 
 NOW = dt.datetime(2025, 1, 1, tzinfo=dt.timezone.utc)
 FIXTURE = Path(__file__).parent / "fixtures" / "online_retail_ii_sample.csv"
@@ -320,6 +322,28 @@ def test_an_event_id_reused_on_another_day_is_treated_alike_by_one_or_two_proces
         counts.append((result.silver_rows, result.duplicates,
                        query(settings, "select count(*) from silver.order_events")[0][0]))
     assert counts == [(2, 0, 2), (2, 0, 2)]  # two events that share an id, not two copies of one
+
+
+def test_a_partition_lock_holds_off_writers_of_that_partition_only(tmp_path):
+    lake = LakeTable(tmp_path, tables.TABLES["silver.order_events"])
+    days = [f"2024-03-{d:02d}" for d in range(1, 29)]
+    other = next(d for d in days if lake.lock_file(d) != lake.lock_file(days[0]))  # a partition on another stripe
+    acquired = {}
+
+    def take(value):  # flock excludes separate opens of the file, in one process as in two
+        with lake.lock(value):
+            acquired[value] = time.monotonic()
+
+    with lake.lock(days[0]):
+        held = time.monotonic()
+        waiter, free = threading.Thread(target=take, args=(days[0],)), threading.Thread(target=take, args=(other,))
+        waiter.start(), free.start()
+        free.join(10)
+        waiter.join(0.3)
+        assert other in acquired and waiter.is_alive()
+        released = time.monotonic()
+    waiter.join(10)
+    assert held <= acquired[other] < released <= acquired[days[0]]
 
 
 def test_the_latest_dimension_load_wins(tmp_path):
