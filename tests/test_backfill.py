@@ -419,6 +419,19 @@ def test_fewer_gc_passes_restores_the_collector_as_it_found_it():
         gc.unfreeze()
 
 
+def test_a_shard_builds_and_runs_its_pipeline_with_the_collector_tuned(monkeypatch):
+    seen = []
+
+    def pipeline(*args):
+        seen.append((gc.get_freeze_count() > 0, gc.get_threshold()[0]))
+        return backfill.ShardResult({})
+
+    monkeypatch.setattr(backfill, "_run_pipeline", pipeline)
+    threshold = gc.get_threshold()
+    backfill.run_shard(backfill.Shard([], []), None, None, "DirectRunner", [], None, [])
+    assert seen == [(True, 50_000)] and gc.get_threshold() == threshold and gc.get_freeze_count() == 0
+
+
 def test_dataflow_options_come_from_the_settings():
     settings = Settings(environment="gcp", gcp_project="retail-lake", gcs_bucket="retail-lake-landing")
     options = backfill.cloud_options(settings, ["--region=us-east1", "--max_num_workers=5"])
