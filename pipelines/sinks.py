@@ -456,7 +456,9 @@ def file_order(table: pa.Table, spec: tables.TableSpec, unique: bool = False) ->
     (rows, copies dropped). `unique` (tables with a key): only the first copy per key in (source_uri, source_line)
     order stays. Copies leave the sort order before the one take of the rows: dropping them from the sorted table
     would copy every row a second time."""
-    first = [spec.partition_by] if spec.partition_by else []
+    # event_date is the UTC date of event_ts (batches.utc_dates): event time order is partition order already
+    implied = spec.partition_by == tables.EVENT_DATE.name and "event_ts" in spec.schema.names
+    first = [spec.partition_by] if spec.partition_by and not implied else []
     keys = [(c, "ascending", "at_end") for c in dict.fromkeys([*first, *(c for c, _ in _sort_keys(spec))])]
     order = pc.sort_indices(table, sort_keys=keys)
     if not (unique and spec.key and table.num_rows > 1):
