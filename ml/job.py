@@ -565,7 +565,7 @@ def replace_run(lake: LakeTable, run_id: str, new: pa.Table) -> None:
         for value in pc.unique(values).to_pylist():
             incoming[value] = new.filter(pc.equal(values, value))
     for value in sorted(set(lake.partitions()) | set(incoming), key=lambda v: (v is None, v or "")):
-        with lake.lock(value):  # a partition made after the listing holds no row of this run
+        with lake.lock(value):  # a partition made after the listing holds none of this run (one attempt at a time)
             old = lake.read_partition(value) if lake.partition_file(value).exists() else spec.empty()
             keep = old.filter(pc.invert(pc.equal(old["run_id"], run_id)))
             if value not in incoming and keep.num_rows == old.num_rows:

@@ -14,7 +14,7 @@ row per key, the first in (source_uri, source_line) order. So a re-run of the sa
 same tables, two different inputs never clobber each other, a replay never double counts, and the
 result does not depend on the order in which sources were loaded. Each file is written beside its
 target and renamed over it, so a reader (DuckDB, dbt, the dashboard) sees the old or the new file,
-never half of one; writers of one table serialise on a lock file.
+never half of one; writers of one partition serialise on a lock file (`LakeTable.lock`).
 """
 
 from __future__ import annotations
@@ -479,6 +479,8 @@ def contiguous_partitions(table: pa.Table, column: str | None) -> list[tuple[str
     col = table[column].combine_chunks()
     codes = pc.dictionary_encode(col).indices.fill_null(-1).to_numpy(zero_copy_only=False)
     starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
+    if len(np.unique(codes[starts])) != len(starts):  # a partition in two runs would be merged twice: rows lost
+        raise ValueError(f"rows are not grouped by {column}")
     ends = np.r_[starts[1:], len(codes)]
     return [(partition_value(col[int(s)].as_py()), table.slice(s, e - s)) for s, e in zip(starts, ends)]
 

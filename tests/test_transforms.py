@@ -13,6 +13,7 @@ backfill` does locally.
 
 from __future__ import annotations
 
+import datetime as dt
 import gzip
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from pipelines import tables, transforms
 from pipelines.batches import LineChunk, enrich, parse_chunk
-from pipelines.sinks import LakeTable, WriteToLakehouse, file_order
+from pipelines.sinks import LakeTable, WriteToLakehouse, contiguous_partitions, file_order
 from pipelines.transforms import (
     DEAD_LETTER,
     NAMESPACE,
@@ -329,6 +330,14 @@ def test_file_order_drops_later_copies_before_its_one_take(run_info, dims, line)
     assert none == 0 and rows(everything) == [("e3", "a.jsonl", 8), ("e1", "b.jsonl", 1), ("e1", "a.jsonl", 7),
                                               ("e2", "a.jsonl", 9), ("e2", "b.jsonl", 2)]
     assert file_order(table.slice(0, 0), spec, unique=True)[0].num_rows == 0
+
+
+def test_contiguous_partitions_refuses_rows_not_grouped_by_partition():
+    days = pa.array([dt.date(2025, 3, d) for d in (1, 1, 2, 2)], pa.date32())
+    assert [(v, t.num_rows) for v, t in contiguous_partitions(pa.table({"d": days}), "d")] == [
+        ("2025-03-01", 2), ("2025-03-02", 2)]
+    with pytest.raises(ValueError, match="not grouped by d"):  # merged twice, the second merge would drop the first
+        contiguous_partitions(pa.table({"d": days.take([0, 2, 1, 3])}), "d")
 
 
 # ---- ProcessEvents, end to end -----------------------------------------------------------------
